@@ -1,0 +1,96 @@
+"""The task interface shared by vision tasks and Atari games.
+
+A meta-learner never knows what kind of task it adapts to: a task runs its own
+inner loop from the parameters currently in the model and calls a
+`TrajectoryHook` after every backward pass, before the optimizer step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+INNER_OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+
+
+@dataclass(frozen=True)
+class InnerLoopConfig:
+    """How a task trains a model: K steps of a torch optimizer on minibatches."""
+
+    steps: int = 100
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    batch_size: int = 20
+
+
+class TrajectoryHook(Protocol):
+    """Receives the points of a learning trajectory as the inner loop visits them."""
+
+    def on_step(self, loss: Tensor) -> None:
+        """Called after `loss.backward()` and before the optimizer step.
+
+        The model's parameters hold theta_i and their `.grad` holds grad f(theta_i);
+        `loss` is the detached scalar f(theta_i).
+        """
+
+    def on_end(self, loss: Tensor) -> None:
+        """Called once after the last step: parameters hold theta_K, `loss` is f(theta_K)."""
+
+
+@dataclass
+class InnerLoopResult:
+    """What one inner loop reports.
+
+    `losses` holds K + 1 detached training losses: f(theta_0) ... f(theta_{K-1})
+    measured at each step, then f(theta_K) measured after the last update.
+    """
+
+    losses: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def auc(self) -> float:
+        """Area under the training-loss curve: trapezoid over the K + 1 points, divided by K."""
+        k = self.losses.numel() - 1
+        if k < 1:
+            return float(self.losses[0]) if self.losses.numel() else float("nan")
+        return float(torch.trapezoid(self.losses.double()) / k)
+
+
+class Task(ABC):
+    """One learning problem: a data source, a loss and a held-out evaluation."""
+
+    name: str
+    num_outputs: int
+
+    @abstractmethod
+    def inner_loop(
+        self,
+        model: nn.Module,
+        config: InnerLoopConfig,
+        hook: TrajectoryHook | None = None,
+    ) -> InnerLoopResult:
+        """Train `model` in place from its current parameters for `config.steps` steps."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Held-out metrics of `model` (`loss`, `accuracy`), computed in eval mode."""
+
+
+class TaskDistribution(ABC):
+    """A distribution over tasks of one family (one split of it)."""
+
+    name: str
+    split: str
+    input_shape: tuple[int, int, int]
+    num_outputs: int
+
+    @abstractmethod
+    def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
+        """Draw `n` tasks; the same `rng` state gives the same tasks."""

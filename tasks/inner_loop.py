@@ -1,0 +1,84 @@
+"""The supervised inner loop every vision task runs, and the inner optimizers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from experiments.errors import UserError
+from tasks.base import INNER_OPTIMIZERS, InnerLoopConfig, InnerLoopResult, TrajectoryHook
+
+Batch = tuple[Tensor, Tensor]
+
+
+def make_optimizer(params: Iterable[nn.Parameter], config: InnerLoopConfig) -> torch.optim.Optimizer:
+    """Build the inner-loop optimizer named by `config.optimizer`."""
+    params = list(params)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr)
+    if config.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr)
+    raise UserError(
+        f"unknown inner optimizer {config.optimizer!r}; accepted: {', '.join(INNER_OPTIMIZERS)}"
+    )
+
+
+def fit_supervised(
+    model: nn.Module,
+    next_batch: Callable[[], Batch],
+    config: InnerLoopConfig,
+    hook: TrajectoryHook | None = None,
+) -> InnerLoopResult:
+    """Train `model` with cross-entropy for `config.steps` minibatches.
+
+    The hook sees every step after backward and before the update, then the loss
+    at the final parameters (one forward pass, no backward). No value is copied
+    to the host inside the loop: losses are gathered on the device and returned.
+    """
+    model.train()
+    optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), config)
+    losses: list[Tensor] = []
+    correct: list[Tensor] = []
+    for _ in range(config.steps):
+        x, y = next_batch()
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        detached = loss.detach()
+        if hook is not None:
+            hook.on_step(detached)
+        optimizer.step()
+        losses.append(detached)
+        correct.append((logits.detach().argmax(1) == y).float().mean())
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        x, y = next_batch()
+        final = F.cross_entropy(model(x), y)
+    if hook is not None:
+        hook.on_end(final)
+    losses.append(final)
+    curve = torch.stack(losses).cpu()
+    train_accuracy = float(torch.stack(correct)[-1]) if correct else float("nan")
+    return InnerLoopResult(losses=curve, metrics={"train_accuracy": train_accuracy})
+
+
+def evaluate_classifier(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+    """Loss and accuracy of `model` on (x, y) in eval mode (BatchNorm uses running stats)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            accuracy = (logits.argmax(1) == y).float().mean()
+    finally:
+        model.train(was_training)
+    return {"loss": float(loss), "accuracy": float(accuracy)}
