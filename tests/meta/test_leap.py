@@ -176,7 +176,7 @@ def test_meta_gradient_is_detached_and_task_starts_from_init():
 def test_unused_parameter_contributes_only_its_displacement():
     class WithUnusedHead(nn.Sequential):
         def forward(self, x):
-            return self[1](self[0](x))
+            return self[0](x)
 
     model = WithUnusedHead(tiny_model(), nn.Linear(2, 2).double())
     leap = Leap(model)
