@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -94,3 +94,17 @@ class TaskDistribution(ABC):
     @abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
         """Draw `n` tasks; the same `rng` state gives the same tasks."""
+
+    def make_model(self, name: str, options: dict[str, Any]) -> nn.Module:
+        """Build the network this family trains: by default `models.build` for its shapes."""
+        import models
+
+        return models.build(name, self.input_shape, self.num_outputs, **options)
+
+    def meta_parameters(self, model: nn.Module) -> list[str] | None:
+        """Names of the parameters whose initialization is meta-learned (None: all).
+
+        A family whose tasks need parts of their own (an output head per game) returns
+        the shared part only; the task initializes the rest afresh in its inner loop.
+        """
+        return None

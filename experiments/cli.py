@@ -1,0 +1,164 @@
+"""The `leap` command: train, evaluate, compare.
+
+    leap train experiment=glyphs_leap meta.inner_steps=50
+    leap train -m meta=leap,reptile seed=0,1
+    leap evaluate experiment=glyphs_leap eval.init=runs/.../init.pt
+    leap compare --dir . --group glyphs_demo
+
+Arguments after the subcommand are Hydra overrides of the configs in
+`experiments/conf/`. A bad value ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+GROUPS = ("model", "task", "meta", "tracker", "experiment")
+
+
+def group_options(group: str) -> list[str]:
+    """The config files available in one group of experiments/conf."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _check_group_choices(overrides: Sequence[str]) -> None:
+    """Reject an unknown group option (`model=foo`) with the list of accepted ones."""
+    import difflib
+
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in GROUPS:
+            continue
+        options = group_options(key)
+        for choice in value.split(","):
+            if choice not in options and not (key == "experiment" and choice == "null"):
+                close = difflib.get_close_matches(choice, options, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise UserError(f"unknown {key} {choice!r}{hint}; accepted: {', '.join(options)}")
+
+
+def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
+    """The cartesian product of the sweep overrides (`seed=0,1 meta=leap,reptile` -> 4 jobs)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    axes: list[list[str]] = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            axes.append([o.input_line])
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def compose(overrides: Sequence[str]) -> Any:
+    """Compose, type-check and validate the config for `overrides`; UserError on a bad value."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from experiments.config import Config, to_config, validate
+
+    _check_group_choices(overrides)
+    ConfigStore.instance().store(name="base_config", node=Config)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="leap"):
+            node = hydra_compose(config_name="config", overrides=list(overrides))
+        cfg = to_config(node)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"bad config: {first}") from None
+    validate(cfg)
+    return cfg
+
+
+def _run_jobs(job: Callable[[Any], Any], overrides: Sequence[str], multirun: bool) -> int:
+    if not multirun:
+        job(compose(overrides))
+        return 0
+    sweep = expand_sweep(overrides)
+    configs = [compose(o) for o in sweep]  # validate every job before running any
+    for index, (cfg, job_overrides) in enumerate(zip(configs, sweep, strict=True)):
+        print(f"[{index + 1}/{len(configs)}] {' '.join(job_overrides)}", file=sys.stderr)
+        job(cfg)
+    return 0
+
+
+def _train(cfg: Any) -> None:
+    from experiments.runner import train
+
+    summary = train(cfg)
+    print(f"initialization saved to {summary['checkpoint']}")
+
+
+def _evaluate(cfg: Any) -> None:
+    from experiments.report import print_evaluation
+    from experiments.runner import evaluate
+
+    print_evaluation(evaluate(cfg), title=f"{cfg.experiment}: {cfg.model.name} on {cfg.task.name}")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from experiments.compare import compare
+
+    compare(
+        Path(args.dir), group=args.group, metrics=args.metric or None, markdown=args.markdown
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leap",
+        description="Meta-learn ConvRNN initializations with Leap; evaluate and compare them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("train", "meta-train a method; writes <out_dir>/<run>/init.pt and a W&B run"),
+        ("evaluate", "transfer evaluation of an initialization on held-out tasks"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma lists")
+        p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. meta.inner_steps=50")
+    p = sub.add_parser("compare", help="runs side by side: mean and 95%% CI over seeds")
+    p.add_argument("--dir", default=".", help="directory holding ./wandb (default: .)")
+    p.add_argument("--group", default=None, help="only runs of this experiment group")
+    p.add_argument("--metric", action="append", help="a metric to show (repeatable)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `leap` console command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return _run_jobs(_train, args.overrides, args.multirun)
+        if args.command == "evaluate":
+            return _run_jobs(_evaluate, args.overrides, args.multirun)
+        return _compare(args)
+    except UserError as error:
+        print(f"leap: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("leap: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

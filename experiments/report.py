@@ -1,0 +1,48 @@
+"""Tables printed for people: evaluation results and run comparisons."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from experiments.runner import MethodResult
+from experiments.stats import format_ci, mean_ci
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
+                markdown: bool = False) -> None:
+    """Print a table with rich, or as Markdown."""
+    if markdown:
+        print(f"**{title}**\n")
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "|".join("---" for _ in columns) + "|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(soft_wrap=False).print(table)
+
+
+def print_evaluation(results: Sequence[MethodResult], title: str) -> None:
+    """Method | AUC | held-out accuracy | held-out loss | n, each mean ± 95% CI over tasks."""
+    rows = [
+        [
+            r.method,
+            format_ci(*mean_ci(r.auc)),
+            format_ci(*mean_ci(r.accuracy)),
+            format_ci(*mean_ci(r.loss)),
+            str(len(r.auc)),
+        ]
+        for r in results
+    ]
+    print_table(
+        title,
+        ["method", "train-loss AUC (lower is better)", "held-out accuracy", "held-out loss", "tasks"],
+        rows,
+    )

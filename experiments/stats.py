@@ -1,0 +1,31 @@
+"""Summary statistics for results over tasks and seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t confidence interval of the mean.
+
+    With fewer than two values the half-width is NaN (no interval can be given).
+    """
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        return math.nan, math.nan
+    mean = float(data.mean())
+    if data.size < 2:
+        return mean, math.nan
+    sem = float(data.std(ddof=1) / math.sqrt(data.size))
+    return mean, float(stats.t.ppf(0.5 + confidence / 2, data.size - 1) * sem)
+
+
+def format_ci(mean: float, half: float, digits: int = 3) -> str:
+    """'0.512 ± 0.034' (or just the mean when there is no interval)."""
+    if math.isnan(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
