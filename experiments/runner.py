@@ -124,8 +124,10 @@ def train(cfg: Config) -> dict[str, Any]:
             batch = dist.sample(cfg.meta.meta_batch_size, rng)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
-            results = [learner.adapt(model, task, inner) for task in batch]
-            held_out = [task.evaluate(model) for task in batch]
+            results, held_out = [], []
+            for task in batch:
+                results.append(learner.adapt(model, task, inner))
+                held_out.append(task.evaluate(model))
             metrics = learner.end_meta_batch()
             if optimizer is not None:
                 if cfg.meta.clip_grad_norm is not None:
