@@ -80,8 +80,10 @@ def compose(overrides: Sequence[str]) -> Any:
             node = hydra_compose(config_name="config", overrides=list(overrides))
         cfg = to_config(node)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"bad config: {first}") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # Hydra's first line says what failed; a second one, when present, how to fix it.
+        message = " ".join(lines[:2]) if lines else type(error).__name__
+        raise UserError(f"bad config: {message}") from None
     validate(cfg)
     return cfg
 

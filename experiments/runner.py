@@ -23,7 +23,11 @@ from tqdm import tqdm
 
 import meta
 import tasks
-from experiments.checkpoint import load_initialization, save_initialization
+from experiments.checkpoint import (
+    load_initialization,
+    read_initialization,
+    save_initialization,
+)
 from experiments.config import Config, MetaConfig, run_name
 from experiments.stats import mean_ci
 from experiments.tracking import Tracker
@@ -186,9 +190,10 @@ def evaluate(cfg: Config) -> list[MethodResult]:
     every held-out task for K steps; report the area under the training-loss curve and
     final held-out accuracy and loss, over tasks x seeds, beside the baselines."""
     seed_everything(cfg.seed)
+    init_path = Path(cfg.eval.init).expanduser() if cfg.eval.init else default_init_path(cfg)
+    read_initialization(init_path)  # fail fast, before any data is loaded
     dist = task_distribution(cfg, cfg.eval.split)
     model = dist.make_model(cfg.model.name, cfg.model.options)
-    init_path = Path(cfg.eval.init).expanduser() if cfg.eval.init else default_init_path(cfg)
     load_initialization(init_path, model, architecture(cfg, dist))
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     inner = cfg.meta.inner()

@@ -100,7 +100,9 @@ class Tracker:
         mode = resolve_wandb_mode(config.mode)
         if mode == "disabled":
             return
-        Path(config.dir).mkdir(parents=True, exist_ok=True)
+        # Absolute: W&B's service process may have been started from another directory.
+        directory = Path(config.dir).expanduser().resolve()
+        directory.mkdir(parents=True, exist_ok=True)
         if mode == "offline" and not _OFFLINE_NOTICE_SHOWN:
             _OFFLINE_NOTICE_SHOWN = True
             print(
@@ -114,7 +116,7 @@ class Tracker:
             self._run = wandb.init(
                 project=config.project,
                 entity=config.entity,
-                dir=config.dir,
+                dir=str(directory),
                 mode=mode,
                 name=name,
                 group=group,
