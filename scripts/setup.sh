@@ -49,7 +49,7 @@ if ! ls "$WHEELS"/learn2learn-"$L2L_VERSION"-*.whl >/dev/null 2>&1; then
   mkdir -p "$WHEELS"
   pip_ wheel --no-deps --no-build-isolation -w "$WHEELS" "$src"
 fi
-pip_ install --no-deps "$WHEELS"/learn2learn-"$L2L_VERSION"-*.whl
+pip_ install --no-deps --force-reinstall "$WHEELS"/learn2learn-"$L2L_VERSION"-*.whl
 
 echo "setup: installing leap-convrnn (editable) and its dependencies"
 pip_ install -c "$CONSTRAINTS" -e ".[dev]"
