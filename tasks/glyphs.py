@@ -151,7 +151,7 @@ def _render(points: Tensor, widths: Tensor, size: int) -> Tensor:
     edge; a pixel keeps the darkest stamp. Returns (B, size, size) in [0, 1].
     """
     batch = points.shape[0]
-    radius = int(math.ceil(float(widths.max()) / 2 + 1))
+    radius = math.ceil(float(widths.max()) / 2 + 1)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
     window = torch.stack([dx.flatten(), dy.flatten()], -1)  # (W, 2)
@@ -180,13 +180,16 @@ def _drawings(
     cos, sin = np.cos(angle), np.sin(angle)
     rot = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)
     shear_m = np.stack(
-        [np.stack([np.ones(drawers), shear], -1), np.stack([np.zeros(drawers), np.ones(drawers)], -1)],
+        [
+            np.stack([np.ones(drawers), shear], -1),
+            np.stack([np.zeros(drawers), np.ones(drawers)], -1),
+        ],
         -2,
     )
     transform = rot @ shear_m * scale[:, None, :]
     warped = np.einsum("dij,skj->dski", transform, centred) + 0.5 + shift[:, None, None, :]
     # Per-stroke wobble, smooth along the stroke: a drawer's hand is not a plotter.
-    wobble = rng.normal(0, 0.015, size=warped.shape[:2] + (3, 2))
+    wobble = rng.normal(0, 0.015, size=(*warped.shape[:2], 3, 2))
     t = np.linspace(0, 1, CURVE_POINTS)
     basis = np.stack([(1 - t) ** 2, 2 * t * (1 - t), t**2], 0)
     warped = warped + np.einsum("dsbc,bk->dskc", wobble, basis)
@@ -206,7 +209,11 @@ def generate(spec: GlyphSpec) -> GlyphSet:
     root = np.random.default_rng(spec.seed)
     counts = root.integers(spec.min_characters, spec.max_characters + 1, size=spec.alphabets)
     images = torch.zeros(
-        spec.alphabets, spec.max_characters, spec.drawers, spec.image_size, spec.image_size,
+        spec.alphabets,
+        spec.max_characters,
+        spec.drawers,
+        spec.image_size,
+        spec.image_size,
         dtype=torch.uint8,
     )
     for a, seed in enumerate(root.integers(0, 2**63, size=spec.alphabets)):
@@ -224,9 +231,9 @@ def generate(spec: GlyphSpec) -> GlyphSet:
         padded = torch.full((len(batch_points), spec.drawers, longest, 2), float("nan"))
         for c, points in enumerate(batch_points):
             padded[c, :, : points.shape[1]] = points
-        rendered = _render(
-            padded.flatten(0, 1), torch.cat(batch_widths), spec.image_size
-        ).reshape(len(batch_points), spec.drawers, spec.image_size, spec.image_size)
+        rendered = _render(padded.flatten(0, 1), torch.cat(batch_widths), spec.image_size).reshape(
+            len(batch_points), spec.drawers, spec.image_size, spec.image_size
+        )
         images[a, : int(counts[a])] = (rendered * 255).round().to(torch.uint8)
     return GlyphSet(images=images, characters=torch.from_numpy(counts).long())
 

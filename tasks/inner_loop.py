@@ -14,7 +14,9 @@ from tasks.base import INNER_OPTIMIZERS, InnerLoopConfig, InnerLoopResult, Traje
 Batch = tuple[Tensor, Tensor]
 
 
-def make_optimizer(params: Iterable[nn.Parameter], config: InnerLoopConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter], config: InnerLoopConfig
+) -> torch.optim.Optimizer:
     """Build the inner-loop optimizer named by `config.optimizer`."""
     params = list(params)
     if config.optimizer == "sgd":

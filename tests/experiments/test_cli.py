@@ -32,7 +32,9 @@ RUN = "glyphs_demo-leap-conv4-seed0"
 def wandb_records(run_dir: Path) -> list[dict]:
     out = subprocess.run(
         [str(Path(sys.executable).with_name("wandb")), "leet", "inspect", "--json", str(run_dir)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
@@ -54,8 +56,13 @@ def test_train_leaves_an_offline_wandb_run_and_a_loadable_checkpoint(trained):
     records = wandb_records(run_dir)
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
     assert [h["_step"] for h in history] == [0, 1, 2]
-    for key in ("meta/objective", "meta/grad_norm", "task/auc", "task/test_accuracy",
-                "perf/tasks_per_s"):
+    for key in (
+        "meta/objective",
+        "meta/grad_norm",
+        "task/auc",
+        "task/test_accuracy",
+        "perf/tasks_per_s",
+    ):
         assert all(isinstance(h[key], float) for h in history), key
     [run] = [r["run"] for r in records if r["type"] == "run"]
     assert run["run_group"] == "glyphs_demo" and run["job_type"] == "meta-train"
@@ -77,8 +84,11 @@ def test_evaluate_reports_leap_beside_scratch(trained, capsys):
     assert main(["evaluate", *TINY]) == 0
     table = capsys.readouterr().out
     assert "leap" in table and "scratch" in table
-    eval_run = [p for p in offline_runs(trained) if any(
-        r["type"] == "run" and r["run"]["job_type"] == "evaluate" for r in wandb_records(p))]
+    eval_run = [
+        p
+        for p in offline_runs(trained)
+        if any(r["type"] == "run" and r["run"]["job_type"] == "evaluate" for r in wandb_records(p))
+    ]
     assert len(eval_run) == 1
     summary = json.loads((trained / "runs" / f"{RUN}-eval" / "summary.json").read_text())
     for method in ("leap", "scratch"):
@@ -104,7 +114,19 @@ def test_tracker_none_writes_no_wandb_run(tmp_path, monkeypatch):
 
 def test_multirun_runs_every_combination(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "-m", *TINY, "tracker=none", "meta.meta_steps=1", "seed=0,1",
-                 "meta=leap,reptile"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "-m",
+                *TINY,
+                "tracker=none",
+                "meta.meta_steps=1",
+                "seed=0,1",
+                "meta=leap,reptile",
+            ]
+        )
+        == 0
+    )
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert runs == [f"glyphs_demo-{m}-conv4-seed{s}" for m in ("leap", "reptile") for s in (0, 1)]

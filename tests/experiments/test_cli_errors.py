@@ -44,11 +44,21 @@ def test_bad_value_is_one_line_and_exit_2(argv, message, accepted, tmp_path, mon
 
 @pytest.mark.parametrize(
     "argv",
-    [["train", "model=resnet999"], ["train", "meta.inner_steps=0"], ["evaluate", "eval.init=/x.pt"]],
+    [
+        ["train", "model=resnet999"],
+        ["train", "meta.inner_steps=0"],
+        ["evaluate", "eval.init=/x.pt"],
+    ],
 )
 def test_console_command_has_no_traceback(argv, tmp_path):
-    out = subprocess.run([LEAP, *argv], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "LEAP_DATA_ROOT": str(tmp_path)}, timeout=120)
+    out = subprocess.run(
+        [LEAP, *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "LEAP_DATA_ROOT": str(tmp_path)},
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 

@@ -27,7 +27,7 @@ def test_set_has_the_promised_shape_and_content():
     assert ((glyphs.characters >= 20) & (glyphs.characters <= 24)).all()
     alphabet = glyphs.alphabet(0)
     assert alphabet.shape == (int(glyphs.characters[0]), 20, 28, 28)
-    assert 0.0 <= float(alphabet.min()) and float(alphabet.max()) <= 1.0
+    assert float(alphabet.min()) >= 0.0 and float(alphabet.max()) <= 1.0
     ink = alphabet.flatten(2).sum(-1)
     assert (ink > 5).all(), "every drawing has strokes"
     # Drawings of one character differ, yet (coarsely) resemble each other more than they
@@ -84,8 +84,12 @@ def test_splits_use_disjoint_alphabets(isolated_environment):
     assert set(split["train"]).isdisjoint(split["validation"])
     assert sorted(split["train"] + split["test"] + split["validation"]) == list(range(12))
     root = str(isolated_environment)
-    train_images = torch.cat([a.flatten(0, 1) for a in build("glyphs", "train", root, **OPTIONS).alphabets])
-    test_images = torch.cat([a.flatten(0, 1) for a in build("glyphs", "test", root, **OPTIONS).alphabets])
+    train_images = torch.cat(
+        [a.flatten(0, 1) for a in build("glyphs", "train", root, **OPTIONS).alphabets]
+    )
+    test_images = torch.cat(
+        [a.flatten(0, 1) for a in build("glyphs", "test", root, **OPTIONS).alphabets]
+    )
     assert torch.cdist(test_images.flatten(1), train_images.flatten(1)).min() > 0
 
 
@@ -100,5 +104,11 @@ def test_same_rng_gives_the_same_tasks(isolated_environment):
 
 def test_split_that_does_not_fit_is_a_user_error(isolated_environment):
     with pytest.raises(UserError, match="does not fit 12 alphabets"):
-        build("glyphs", "train", str(isolated_environment), alphabets=12, train_alphabets=11,
-              test_alphabets=3)
+        build(
+            "glyphs",
+            "train",
+            str(isolated_environment),
+            alphabets=12,
+            train_alphabets=11,
+            test_alphabets=3,
+        )
