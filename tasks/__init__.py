@@ -7,10 +7,25 @@ from tasks.base import (
     TaskDistribution,
     TrajectoryHook,
 )
+from tasks.episodes import (
+    cifarfs_episodes,
+    glyph_episodes,
+    mini_imagenet_episodes,
+    omniglot_episodes,
+)
 from tasks.glyph_tasks import glyph_tasks
+from tasks.multicv import multicv_offline_tasks, multicv_tasks
+from tasks.omniglot import omniglot_tasks
 from tasks.registry import TASKS, build, register
 
 register("glyphs")(glyph_tasks)
+register("omniglot")(omniglot_tasks)
+register("omniglot_fewshot")(omniglot_episodes)
+register("miniimagenet_fewshot")(mini_imagenet_episodes)
+register("cifarfs_fewshot")(cifarfs_episodes)
+register("glyphs_fewshot")(glyph_episodes)
+register("multicv")(multicv_tasks)
+register("multicv_offline")(multicv_offline_tasks)
 
 __all__ = [
     "TASKS",

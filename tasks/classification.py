@@ -2,14 +2,73 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from experiments.errors import UserError
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task, TrajectoryHook
 from tasks.inner_loop import Batch, evaluate_classifier, fit_supervised
+
+
+@dataclass(frozen=True)
+class RandomAffine:
+    """Batched random affine augmentation of training images (Leap paper, Omniglot).
+
+    Every image of a minibatch gets its own rotation, uniform in
+    [-`degrees`, `degrees`], translation, uniform in [-`translate`, `translate`]
+    of the image size along each axis, and isotropic scale, uniform in
+    [`scale_min`, `scale_max`]. Pixels that come from outside the image are 0
+    (the background of stroke images). The Leap reference code uses
+    torchvision's `RandomAffine((0, 360), (0.2, 0.2), (0.8, 1.2))`, i.e.
+    `degrees=180` here (any angle), translate 0.2 and scale 0.8 to 1.2.
+
+    Draws come from the `torch.Generator` passed in, so augmented minibatches are
+    reproducible from a task's seed; one `grid_sample` call does the whole batch.
+    """
+
+    degrees: float = 180.0
+    translate: float = 0.2
+    scale_min: float = 0.8
+    scale_max: float = 1.2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.degrees <= 180:
+            raise UserError(f"augmentation degrees must be in [0, 180], got {self.degrees}")
+        if not 0 <= self.translate < 1:
+            raise UserError(f"augmentation translate must be in [0, 1), got {self.translate}")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise UserError(
+                "augmentation scale needs 0 < scale_min <= scale_max, got "
+                f"{self.scale_min} and {self.scale_max}"
+            )
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """Augment `images` (B, C, H, W) float; returns a new tensor of the same shape."""
+        batch = images.shape[0]
+
+        def uniform(low: float, high: float, *shape: int) -> Tensor:
+            return low + (high - low) * torch.rand(*shape, generator=generator)
+
+        angle = uniform(-self.degrees, self.degrees, batch) * (math.pi / 180)
+        scale = uniform(self.scale_min, self.scale_max, batch)
+        # affine_grid works in [-1, 1] coordinates: a shift of t image sizes is 2t.
+        shift = uniform(-self.translate, self.translate, batch, 2) * 2
+        # The grid maps output to input coordinates: the inverse of the forward transform
+        # x_out = scale * R(angle) x_in + shift.
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        inverse = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)
+        offset = -(inverse @ shift.unsqueeze(-1))
+        theta = torch.cat([inverse, offset], -1).to(images.device, images.dtype)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+
+
+Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 @dataclass
@@ -19,6 +78,8 @@ class ClassificationTask(Task):
     The inner loop draws minibatches of `config.batch_size` training examples
     uniformly with replacement from a generator seeded with `seed`, so the same
     task trains identically every time it is run from the same parameters.
+    `augment`, when set, transforms each training minibatch with draws from the
+    same generator; held-out examples are never augmented.
     """
 
     name: str
@@ -28,6 +89,7 @@ class ClassificationTask(Task):
     y_test: Tensor
     num_outputs: int
     seed: int
+    augment: Augment | None = None
 
     def batches(self, batch_size: int) -> Callable[[], Batch]:
         """A fresh minibatch stream over the training set, seeded with the task's seed."""
@@ -36,7 +98,10 @@ class ClassificationTask(Task):
 
         def next_batch() -> Batch:
             index = torch.randint(0, n, (min(batch_size, n),), generator=generator)
-            return self.x_train[index], self.y_train[index]
+            x = self.x_train[index]
+            if self.augment is not None:
+                x = self.augment(x, generator)
+            return x, self.y_train[index]
 
         return next_batch
 

@@ -16,7 +16,7 @@ import torch
 
 from experiments.errors import UserError
 from tasks.base import TaskDistribution
-from tasks.classification import ClassificationTask
+from tasks.classification import Augment, ClassificationTask, RandomAffine
 from tasks.glyphs import GlyphSet, GlyphSpec, load
 
 SPLITS = ("train", "validation", "test")
@@ -45,7 +45,11 @@ class AlphabetSplit:
 
 
 class AlphabetTasks(TaskDistribution):
-    """Tasks drawn from the alphabets of one split of a character data set."""
+    """Tasks drawn from the alphabets of one split of a character data set.
+
+    `augment`, when given, transforms every training minibatch of every task
+    (see `ClassificationTask`); held-out images are left as drawn.
+    """
 
     def __init__(
         self,
@@ -55,6 +59,7 @@ class AlphabetTasks(TaskDistribution):
         ways: int,
         train_shots: int,
         test_shots: int,
+        augment: Augment | None = None,
     ) -> None:
         if split not in SPLITS:
             raise UserError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
@@ -73,6 +78,7 @@ class AlphabetTasks(TaskDistribution):
         self.ways, self.train_shots, self.test_shots = ways, train_shots, test_shots
         self.input_shape = (1, *usable[0].shape[-2:])
         self.num_outputs = ways
+        self.augment = augment
 
     def sample(self, n: int, rng: np.random.Generator) -> list[ClassificationTask]:
         return [self._task(rng) for _ in range(n)]
@@ -95,6 +101,7 @@ class AlphabetTasks(TaskDistribution):
             y_test=labels[:, train:].reshape(-1),
             num_outputs=self.ways,
             seed=int(rng.integers(2**31)),
+            augment=self.augment,
         )
 
 
@@ -109,12 +116,23 @@ def glyph_tasks(
     test_alphabets: int = 10,
     split_seed: int = 0,
     data_seed: int = 0,
+    augment: bool = False,
 ) -> AlphabetTasks:
-    """Tasks over the synthetic glyph alphabets (embedded default, nothing downloaded)."""
+    """Tasks over the synthetic glyph alphabets (embedded default, nothing downloaded).
+
+    `augment=True` applies the Leap paper's Omniglot augmentation (`RandomAffine`)
+    to training minibatches.
+    """
     glyphs: GlyphSet = load(GlyphSpec(alphabets=alphabets, seed=data_seed), root)
     chosen = AlphabetSplit(train_alphabets, test_alphabets, split_seed).indices(alphabets)
     if split not in chosen:
         raise UserError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
     return AlphabetTasks(
-        "glyphs", [glyphs.alphabet(i) for i in chosen[split]], split, ways, train_shots, test_shots
+        "glyphs",
+        [glyphs.alphabet(i) for i in chosen[split]],
+        split,
+        ways,
+        train_shots,
+        test_shots,
+        augment=RandomAffine() if augment else None,
     )

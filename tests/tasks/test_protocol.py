@@ -1,0 +1,167 @@
+"""The evaluation protocol every task family shares: held-out scoring in eval mode,
+per-task results reproducible from the seed, and the training-batch augmentation."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from tasks import build
+from tasks.base import InnerLoopConfig
+from tasks.classification import ClassificationTask, RandomAffine
+from tests.tasks.fake_data import write_omniglot
+
+INNER = InnerLoopConfig(steps=4, lr=0.1, batch_size=10)
+
+
+@pytest.fixture(scope="module")
+def omniglot_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("omniglot-protocol")
+    with pytest.MonkeyPatch.context() as patch:
+        write_omniglot(root, patch, seed=2)
+        yield root
+
+
+def families(data_root: str, omniglot_root: Path) -> dict[str, tuple[str, str, dict]]:
+    """(task name, root, options) of every family that runs here, kept small."""
+    return {
+        "glyphs": ("glyphs", data_root, dict(alphabets=12, train_alphabets=6, test_alphabets=3)),
+        "glyphs_fewshot": (
+            "glyphs_fewshot",
+            data_root,
+            dict(ways=5, shots=2, query_shots=3, alphabets=12, train_alphabets=6, test_alphabets=3),
+        ),
+        "multicv_offline": (
+            "multicv_offline",
+            data_root,
+            dict(glyph_alphabets=2, test_examples=40),
+        ),
+        "omniglot": (
+            "omniglot",
+            str(omniglot_root),
+            dict(
+                ways=3,
+                train_shots=3,
+                test_shots=1,
+                train_alphabets=2,
+                test_alphabets=1,
+                min_characters=5,
+                augment=True,
+            ),
+        ),
+    }
+
+
+@pytest.mark.parametrize("family", ["glyphs", "glyphs_fewshot", "multicv_offline", "omniglot"])
+def test_same_seed_gives_the_same_tasks_and_the_same_inner_loops(
+    family, isolated_environment, omniglot_root
+):
+    name, root, options = families(str(isolated_environment), omniglot_root)[family]
+    dist = build(name, "test", root, **options)
+    model = models.build("conv4", dist.input_shape, dist.num_outputs, width=8)
+    start = copy.deepcopy(model.state_dict())
+    runs = []
+    for _ in range(2):
+        tasks = dist.sample(2, np.random.default_rng(11))
+        results = []
+        for task in tasks:
+            model.load_state_dict(start)
+            curve = task.inner_loop(model, INNER).losses
+            results.append((task, curve, task.evaluate(model)))
+        runs.append(results)
+    for (a, curve_a, held_a), (b, curve_b, held_b) in zip(*runs, strict=True):
+        assert a.name == b.name and a.seed == b.seed
+        assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, b.y_train)
+        assert torch.equal(a.x_test, b.x_test) and torch.equal(a.y_test, b.y_test)
+        assert torch.equal(curve_a, curve_b), "identical inner-loop losses"
+        assert held_a == held_b
+    other = dist.sample(2, np.random.default_rng(12))
+    assert any(o.seed != r[0].seed for o, r in zip(other, runs[0], strict=True))
+
+
+def trained_bn_model() -> tuple[torch.nn.Module, ClassificationTask]:
+    """A BatchNorm network after a few training steps, and a task to score it on."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 1, 28, 28, generator=generator)
+    y = torch.arange(40) % 4
+    task = ClassificationTask("bn", x[:30], y[:30], x[30:], y[30:], num_outputs=4, seed=0)
+    model = models.build("conv4", (1, 28, 28), 4, width=8)
+    task.inner_loop(model, InnerLoopConfig(steps=5, lr=0.1, batch_size=10))
+    return model, task
+
+
+def test_held_out_scores_use_running_statistics():
+    """One example's held-out prediction does not depend on the others in its batch:
+    the batch mean equals the mean of the examples scored one at a time."""
+    model, task = trained_bn_model()
+    assert model.training
+    whole = task.evaluate(model)
+    assert model.training, "evaluate restores training mode"
+    single = []
+    for i in range(task.x_test.shape[0]):
+        one = ClassificationTask(
+            "one",
+            task.x_train,
+            task.y_train,
+            task.x_test[i : i + 1],
+            task.y_test[i : i + 1],
+            num_outputs=4,
+            seed=0,
+        )
+        single.append(one.evaluate(model))
+    assert whole["loss"] == pytest.approx(np.mean([s["loss"] for s in single]), rel=1e-5)
+    assert whole["accuracy"] == pytest.approx(np.mean([s["accuracy"] for s in single]))
+    # The check has teeth: in training mode an example's logits depend on its batch.
+    leaky = copy.deepcopy(model).train()
+    others = torch.rand(9, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        first = leaky(task.x_test)[0]
+        second = leaky(torch.cat([task.x_test[:1], others]))[0]
+    assert not torch.allclose(first, second, atol=1e-4)
+
+
+def test_evaluation_leaves_running_statistics_untouched():
+    model, task = trained_bn_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    task.evaluate(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_random_affine_is_identity_at_zero_and_reproducible():
+    images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    identity = RandomAffine(degrees=0, translate=0, scale_min=1, scale_max=1)
+    assert torch.allclose(identity(images, torch.Generator().manual_seed(1)), images, atol=1e-5)
+    augment = RandomAffine()
+    a = augment(images, torch.Generator().manual_seed(1))
+    b = augment(images, torch.Generator().manual_seed(1))
+    c = augment(images, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert a.shape == images.shape
+
+
+def test_random_affine_translation_stays_within_bounds():
+    image = torch.zeros(1, 1, 40, 40)
+    image[0, 0, 18:22, 18:22] = 1.0  # a dot in the middle
+    shift_only = RandomAffine(degrees=0, translate=0.2, scale_min=1, scale_max=1)
+    rows = torch.arange(40.0)
+    moved = []
+    for seed in range(20):
+        out = shift_only(image, torch.Generator().manual_seed(seed))[0, 0]
+        centre = (out.sum(1) * rows).sum() / out.sum(), (out.sum(0) * rows).sum() / out.sum()
+        moved.append(max(abs(float(centre[0]) - 19.5), abs(float(centre[1]) - 19.5)))
+    assert max(moved) <= 0.2 * 40 + 0.5 and max(moved) > 2
+
+
+def test_bad_augmentation_values_are_user_errors():
+    from experiments.errors import UserError
+
+    with pytest.raises(UserError, match="scale_min <= scale_max"):
+        RandomAffine(scale_min=1.2, scale_max=0.8)
+    with pytest.raises(UserError, match="translate must be in"):
+        RandomAffine(translate=1.5)
