@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from experiments.errors import UserError
-from tasks.base import TaskDistribution
+from tasks.base import Task, TaskDistribution
 from tasks.classification import Augment, ClassificationTask, RandomAffine
 from tasks.glyphs import GlyphSet, GlyphSpec, load
 
@@ -63,10 +63,12 @@ class AlphabetTasks(TaskDistribution):
     ) -> None:
         if split not in SPLITS:
             raise UserError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
-        for value, label in ((ways, "ways"), (train_shots, "train_shots"), (test_shots, "test_shots")):
+        counts = {"ways": ways, "train_shots": train_shots, "test_shots": test_shots}
+        for label, value in counts.items():
             if value < 1:
                 raise UserError(f"task.{label} must be >= 1, got {value}")
-        usable = [a for a in alphabets if a.shape[0] >= ways and a.shape[1] >= train_shots + test_shots]
+        shots = train_shots + test_shots
+        usable = [a for a in alphabets if a.shape[0] >= ways and a.shape[1] >= shots]
         if not usable:
             raise UserError(
                 f"no alphabet of the {split} split has {ways} characters with "
@@ -80,7 +82,7 @@ class AlphabetTasks(TaskDistribution):
         self.num_outputs = ways
         self.augment = augment
 
-    def sample(self, n: int, rng: np.random.Generator) -> list[ClassificationTask]:
+    def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
         return [self._task(rng) for _ in range(n)]
 
     def _task(self, rng: np.random.Generator) -> ClassificationTask:
@@ -92,7 +94,7 @@ class AlphabetTasks(TaskDistribution):
         images = alphabet[torch.from_numpy(characters)[:, None], torch.from_numpy(drawers)]
         images = images.unsqueeze(2)  # (ways, shots, 1, H, W)
         labels = torch.arange(self.ways)[:, None].expand(-1, shots)
-        train, test = self.train_shots, self.test_shots
+        train = self.train_shots
         return ClassificationTask(
             name=f"{self.name}/{self.split}/alphabet{a}",
             x_train=images[:, :train].reshape(-1, *self.input_shape),

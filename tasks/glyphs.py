@@ -115,8 +115,8 @@ def _character(rng: np.random.Generator, style: _Style) -> list[np.ndarray]:
         if rng.random() < style.loop_probability:
             centre = rng.uniform(0.3, 0.7, size=2)
             radius = rng.uniform(0.08, 0.2)
-            start = rng.uniform(0, 2 * np.pi)
-            angles = start + np.linspace(0, rng.uniform(1.2, 2.0) * np.pi, CURVE_POINTS)
+            phase = rng.uniform(0, 2 * np.pi)
+            angles = phase + np.linspace(0, rng.uniform(1.2, 2.0) * np.pi, CURVE_POINTS)
             stroke = centre + radius * np.stack([np.cos(angles), np.sin(angles)], 1)
         else:
             n = int(rng.integers(style.control_points[0], style.control_points[1] + 1))
