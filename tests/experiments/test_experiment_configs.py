@@ -1,0 +1,53 @@
+"""Every experiment config runs end to end for a tiny budget.
+
+The vision experiments on real data sets are run on fake files by
+tests/tasks/test_experiment_configs.py; this module runs the others and checks that
+no experiment config is left without a tiny-budget run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import CONF_DIR, compose
+from experiments.runner import evaluate, train
+from tests.conftest import SMALL_GLYPHS
+from tests.tasks.test_experiment_configs import EXPERIMENTS as RUN_ON_FAKE_DATA
+
+TINY = [
+    "tracker=none",
+    "progress=false",
+    "meta.meta_steps=2",
+    "meta.meta_batch_size=2",
+    "meta.inner_steps=3",
+    "eval.tasks=1",
+    "eval.seeds=[0]",
+    "eval.steps=3",
+]
+EXPERIMENTS: dict[str, list[str]] = {
+    "glyphs_demo": [*SMALL_GLYPHS, "model.options.width=8"],
+    "glyphs_leap": [*SMALL_GLYPHS, "model.options.width=8"],
+}
+
+
+def test_every_experiment_config_has_a_tiny_run():
+    configs = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
+    assert configs == set(EXPERIMENTS) | set(RUN_ON_FAKE_DATA)
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_experiment_runs_end_to_end_for_a_tiny_budget(experiment, tmp_path: Path):
+    cfg = compose(
+        [f"experiment={experiment}", *TINY, *EXPERIMENTS[experiment], f"out_dir={tmp_path}"]
+    )
+    summary = train(cfg)
+    assert Path(summary["checkpoint"]).is_file()
+    assert math.isfinite(summary["task/auc"])
+    results = evaluate(cfg)
+    assert {r.method for r in results} == {cfg.meta.name, *cfg.eval.baselines}
+    for r in results:
+        assert all(math.isfinite(a) for a in r.auc)
+        assert all(0 <= a <= 1 for a in r.accuracy)
