@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from experiments.runner import MethodResult
 from experiments.stats import format_ci, mean_ci
 
+if TYPE_CHECKING:  # the runner imports torch; `leap compare` does not need it
+    from experiments.runner import MethodResult
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
-                markdown: bool = False) -> None:
+
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False
+) -> None:
     """Print a table with rich, or as Markdown."""
     if markdown:
         print(f"**{title}**\n")
         print("| " + " | ".join(columns) + " |")
         print("|" + "|".join("---" for _ in columns) + "|")
         for row in rows:
-            print("| " + " | ".join(row) + " |")
+            print("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
         return
     table = Table(title=title)
     for column in columns:
@@ -43,6 +47,12 @@ def print_evaluation(results: Sequence[MethodResult], title: str) -> None:
     ]
     print_table(
         title,
-        ["method", "train-loss AUC (lower is better)", "held-out accuracy", "held-out loss", "tasks"],
+        [
+            "method",
+            "train-loss AUC (lower is better)",
+            "held-out accuracy",
+            "held-out loss",
+            "tasks",
+        ],
         rows,
     )

@@ -29,3 +29,22 @@ def format_ci(mean: float, half: float, digits: int = 3) -> str:
     if math.isnan(half):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def mean_ci_by_step(
+    curves: Sequence[Sequence[tuple[int, float]]], confidence: float = 0.95
+) -> list[tuple[int, float, float, int]]:
+    """Per-step mean and CI half-width over several learning curves (one per seed).
+
+    Each curve is a list of (step, value) pairs (a step logged twice, as after a resume,
+    counts with its last value); a step counts the curves that have it. Returns (step,
+    mean, half-width, number of curves) in step order; the half-width is NaN where fewer
+    than two curves reach the step.
+    """
+    by_step: dict[int, list[float]] = {}
+    for curve in curves:
+        for step, value in dict(curve).items():
+            by_step.setdefault(int(step), []).append(float(value))
+    return [
+        (step, *mean_ci(by_step[step], confidence), len(by_step[step])) for step in sorted(by_step)
+    ]

@@ -1,18 +1,26 @@
 """Run tracking: Weights & Biases when asked for, a local copy always.
 
-Every run writes `metrics.jsonl` and `summary.json` in its run directory, so no
-metric is lost whatever happens to W&B. The W&B side is online when an API key is
-configured and offline otherwise (files under `<tracker.dir>/wandb`, uploaded later
-with `wandb sync`). Any exception from W&B (no network, a bad key, a full disk)
-disables it for the rest of the run with one warning: training never stops for it.
+Every run writes `config.json`, `metrics.jsonl` and `summary.json` in its run
+directory, so no metric is lost whatever happens to W&B. The W&B side is online when
+an API key is configured and offline otherwise (files under `<tracker.dir>/wandb`,
+uploaded later with `wandb sync`); `tracker=none` turns it off. Any exception from
+W&B (no network, a bad key, a full disk) disables it for the rest of the run with one
+warning: training never stops for it.
+
+At `finish` the tracker adds the run's system summary: `perf/tasks_per_s` and
+`perf/seconds_per_meta_step` over all logged meta-steps, and `perf/peak_memory_mb`
+(peak resident memory of the process; `perf/peak_gpu_memory_mb` on CUDA).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import netrc
 import os
+import re
+import subprocess
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -20,8 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import TrackerConfig
+from experiments.errors import LeapWarning, UserError
 
 _OFFLINE_NOTICE_SHOWN = False
+
+
+class TrackingWarning(LeapWarning, RuntimeWarning):
+    """W&B failed; the run goes on with local tracking only (shown once per run)."""
+
+
+#: Sidecar file, next to a logged file, naming the W&B artifact it was logged as.
+ARTIFACTS_FILE = "artifacts.json"
+
+#: `[entity/][project/]name:version`, as W&B writes artifact references.
+_ARTIFACT_REFERENCE = re.compile(r"(?:[\w.-]+/){0,2}[\w.-]+:[\w.-]+")
 
 
 def wandb_api_key_configured() -> bool:
@@ -45,16 +65,113 @@ def resolve_wandb_mode(requested: str) -> str:
     return "online" if wandb_api_key_configured() else "offline"
 
 
-def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            out[key] = str(value)
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            out[key] = value
-        else:
-            out[key] = float(value) if hasattr(value, "__float__") else str(value)
+def git_state(directory: Path | None = None) -> dict[str, Any]:
+    """The checkout's commit and whether it has uncommitted changes to tracked files.
+
+    `{"git_commit": "unknown", "git_dirty": None}` outside a git checkout or without git.
+    """
+    cwd = directory or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return {"git_commit": "unknown", "git_dirty": None}
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {"git_commit": "unknown", "git_dirty": None}
+    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    return {"git_commit": commit.stdout.strip(), "git_dirty": dirty}
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak memory of this process in MiB: resident (`perf/peak_memory_mb`) and, once
+    CUDA is in use, allocated by torch on the current device (`perf/peak_gpu_memory_mb`)."""
+    out: dict[str, float] = {}
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # Linux reports KiB, macOS bytes.
+        out["perf/peak_memory_mb"] = peak / (2**20 if sys.platform == "darwin" else 2**10)
+    except (ImportError, OSError):
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["perf/peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
+
+
+def is_artifact_reference(value: str) -> bool:
+    """True if `value` reads as a W&B artifact reference (`[entity/project/]name:version`)
+    and names no existing file."""
+    return bool(_ARTIFACT_REFERENCE.fullmatch(value)) and not Path(value).expanduser().exists()
+
+
+def logged_artifact(path: Path) -> str | None:
+    """The name of the W&B artifact the file at `path` was logged as (None if it was not)."""
+    sidecar = path.parent / ARTIFACTS_FILE
+    try:
+        entries = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    entry = entries.get(path.name) if isinstance(entries, dict) else None
+    return str(entry["name"]) if isinstance(entry, dict) and "name" in entry else None
+
+
+def download_artifact(reference: str, config: TrackerConfig, root: Path) -> Path:
+    """Download the W&B artifact `reference` into `root`; return the one file it holds.
+
+    A reference without `project/` is looked up in `tracker.project`, one without
+    `entity/` in `tracker.entity` (or W&B's default entity). Needs W&B online: offline
+    it is a one-line UserError.
+    """
+    if resolve_wandb_mode(config.mode) != "online":
+        raise UserError(
+            f"{reference!r} is a W&B artifact reference, but W&B is offline (no API key, or "
+            "WANDB_MODE=offline); log in with `wandb login`, or pass a local checkpoint path"
+        )
+    qualified = reference if "/" in reference else f"{config.project}/{reference}"
+    if qualified.count("/") == 1 and config.entity:
+        qualified = f"{config.entity}/{qualified}"
+    try:
+        import wandb
+
+        artifact = wandb.Api().artifact(qualified)
+        directory = Path(artifact.download(root=str(root)))
+    except Exception as error:
+        raise UserError(
+            f"cannot fetch W&B artifact {qualified!r} ({type(error).__name__}: {error})"
+        ) from None
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    if len(files) != 1:
+        raise UserError(
+            f"W&B artifact {qualified!r} holds {len(files)} files; expected one checkpoint"
+        )
+    return files[0]
+
+
+def _jsonable_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return _jsonable(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable_value(v) for v in value]
+    return float(value) if hasattr(value, "__float__") else str(value)
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with every entry made JSON-safe (non-finite floats as strings)."""
+    return {str(key): _jsonable_value(value) for key, value in values.items()}
 
 
 class Tracker:
@@ -62,9 +179,11 @@ class Tracker:
 
     Args:
         config: the tracker config (`tracker=wandb` or `tracker=none`).
-        run_dir: the run's local directory (metrics.jsonl, summary.json).
+        run_dir: the run's local directory (config.json, metrics.jsonl, summary.json).
         name, group, job_type, tags: how the run appears in W&B.
         run_config: the resolved config, stored with the run.
+        run_id: continue this W&B run (a resumed meta-training) instead of starting one;
+            the local metrics.jsonl and summary.json are then appended to.
     """
 
     def __init__(
@@ -76,25 +195,35 @@ class Tracker:
         job_type: str,
         tags: Sequence[str],
         run_config: Mapping[str, Any],
+        run_id: str | None = None,
     ) -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = open(run_dir / "metrics.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        self._config = dict(run_config)
+        self._write_config()
+        mode = "a" if run_id else "w"
+        self._metrics = open(run_dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
         self._summary: dict[str, Any] = {}
+        if run_id and (run_dir / "summary.json").is_file():
+            with contextlib.suppress(ValueError):
+                self._summary = json.loads((run_dir / "summary.json").read_text())
+        self._perf = {"steps": 0, "seconds": 0.0, "tasks": 0.0}
         self._run: Any = None
         self.mode = "none"
         self.run_id: str | None = None
         if config.name == "wandb":
-            self._start_wandb(config, name, group, job_type, tags, run_config)
+            identity = {"name": name, "group": group, "job_type": job_type, "tags": list(tags)}
+            self._start_wandb(config, identity, run_config, run_id)
+
+    def _write_config(self) -> None:
+        (self.run_dir / "config.json").write_text(json.dumps(_jsonable(self._config), indent=2))
 
     def _start_wandb(
         self,
         config: TrackerConfig,
-        name: str,
-        group: str,
-        job_type: str,
-        tags: Sequence[str],
+        identity: Mapping[str, Any],
         run_config: Mapping[str, Any],
+        run_id: str | None,
     ) -> None:
         global _OFFLINE_NOTICE_SHOWN
         mode = resolve_wandb_mode(config.mode)
@@ -118,10 +247,9 @@ class Tracker:
                 entity=config.entity,
                 dir=str(directory),
                 mode=mode,
-                name=name,
-                group=group,
-                job_type=job_type,
-                tags=list(tags),
+                **identity,
+                id=run_id,
+                resume="allow" if run_id else None,
                 config=dict(run_config),
                 settings=wandb.Settings(silent=True, console="off"),
                 reinit="create_new",
@@ -135,16 +263,14 @@ class Tracker:
         warnings.warn(
             f"W&B {what} failed ({type(error).__name__}: {error}); "
             f"tracking goes on locally in {self.run_dir}",
-            RuntimeWarning,
+            TrackingWarning,
             stacklevel=3,
         )
         run, self._run = self._run, None
         self.mode = "none"
         if run is not None:
-            try:
+            with contextlib.suppress(Exception):  # already failing: nothing more to report
                 run.finish(exit_code=1)
-            except Exception:  # already failing: nothing more to report
-                pass
 
     @property
     def wandb_run(self) -> Any:
@@ -152,14 +278,26 @@ class Tracker:
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Record `metrics` at `step` (meta-step or task index)."""
+        self._count_perf(metrics)
         record = {"_step": step, **_jsonable(metrics)}
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
         if self._run is not None:
             try:
-                self._run.log(dict(metrics), step=step)
+                # Committed now: a row left open is flushed at finish, after the summary,
+                # and W&B would then overwrite the summary with its last values.
+                self._run.log(dict(metrics), step=step, commit=True)
             except Exception as error:
                 self._fail("log", error)
+
+    def _count_perf(self, metrics: Mapping[str, Any]) -> None:
+        seconds = metrics.get("perf/seconds_per_meta_step")
+        rate = metrics.get("perf/tasks_per_s")
+        if seconds is None or rate is None:
+            return
+        self._perf["steps"] += 1
+        self._perf["seconds"] += float(seconds)
+        self._perf["tasks"] += float(rate) * float(seconds)
 
     def summary(self, values: Mapping[str, Any]) -> None:
         """Set final values of the run (W&B summary and summary.json)."""
@@ -171,6 +309,16 @@ class Tracker:
             except Exception as error:
                 self._fail("summary", error)
 
+    def config_update(self, values: Mapping[str, Any]) -> None:
+        """Add `values` to the run's config (W&B config and config.json)."""
+        self._config.update(values)
+        self._write_config()
+        if self._run is not None:
+            try:
+                self._run.config.update(dict(values), allow_val_change=True)
+            except Exception as error:
+                self._fail("config", error)
+
     def table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Log a table (a W&B Table; a JSON file locally)."""
         path = self.run_dir / f"{key.replace('/', '_')}.json"
@@ -179,12 +327,52 @@ class Tracker:
             try:
                 import wandb
 
-                self._run.log({key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
+                self._run.log(
+                    {key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])}
+                )
             except Exception as error:
                 self._fail("table", error)
 
+    def line_series(
+        self,
+        key: str,
+        xs: Sequence[float],
+        ys: Sequence[Sequence[float]],
+        keys: Sequence[str],
+        title: str,
+        xname: str,
+    ) -> None:
+        """Log several curves over the same x values as one chart (a W&B line-series
+        custom chart; a JSON file locally)."""
+        path = self.run_dir / f"{key.replace('/', '_')}.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "x": list(xs),
+                    "xname": xname,
+                    "title": title,
+                    "series": {k: list(y) for k, y in zip(keys, ys, strict=True)},
+                }
+            )
+        )
+        if self._run is not None:
+            try:
+                import wandb
+
+                chart = wandb.plot.line_series(
+                    xs=list(xs),
+                    ys=[list(y) for y in ys],
+                    keys=list(keys),
+                    title=title,
+                    xname=xname,
+                )
+                self._run.log({key: chart})
+            except Exception as error:
+                self._fail("line series", error)
+
     def artifact(self, path: Path, name: str, kind: str, metadata: Mapping[str, Any]) -> None:
-        """Log the file at `path` as a versioned W&B artifact."""
+        """Log the file at `path` as a versioned W&B artifact, and name it in the sidecar
+        `artifacts.json` beside the file so that runs which load the file can use it."""
         if self._run is None:
             return
         try:
@@ -195,14 +383,62 @@ class Tracker:
             self._run.log_artifact(artifact)
         except Exception as error:
             self._fail("artifact", error)
+            return
+        sidecar = path.parent / ARTIFACTS_FILE
+        try:
+            entries = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        except ValueError:
+            entries = {}
+        entries[path.name] = {"name": name, "type": kind, "run_id": self.run_id, "mode": self.mode}
+        sidecar.write_text(json.dumps(entries, indent=2))
+
+    def use_artifact(self, reference: str, kind: str) -> None:
+        """Declare the artifact `reference` (e.g. `init-NAME:latest`) an input of this run.
+
+        Online, W&B records the lineage (the run that logged it -> this run). Offline,
+        W&B cannot resolve artifacts, so the reference is kept in the run's config as
+        `input_artifact` only.
+        """
+        self.config_update({"input_artifact": reference})
+        if self._run is None or self.mode != "online":
+            return
+        try:
+            self._run.use_artifact(reference, type=kind)
+        except Exception as error:
+            self._fail("use_artifact", error)
 
     def finish(self, exit_code: int = 0) -> None:
-        """Close the run; safe to call more than once."""
-        if not self._metrics.closed:
-            self._metrics.close()
+        """Add the system summary and close the run; safe to call more than once."""
+        if self._metrics.closed:
+            return
+        self._metrics.close()
+        system = peak_memory()
+        if self._perf["steps"]:
+            system["perf/seconds_per_meta_step"] = self._perf["seconds"] / self._perf["steps"]
+            if self._perf["seconds"] > 0:
+                system["perf/tasks_per_s"] = self._perf["tasks"] / self._perf["seconds"]
+        self.summary(system)
         if self._run is not None:
             run, self._run = self._run, None
             try:
                 run.finish(exit_code=exit_code)
             except Exception as error:
                 self._fail("finish", error)
+
+
+def resolve_initialization(
+    init: str | None, default: Path, config: TrackerConfig, download_root: Path
+) -> tuple[Path, str | None]:
+    """The checkpoint file an evaluation loads, and the W&B artifact it came from.
+
+    `init` is a local path, a W&B artifact reference (downloaded into `download_root`;
+    needs W&B online) or None (the matching training run's checkpoint, `default`). A
+    local file that a training run logged as an artifact is matched to that artifact
+    through its `artifacts.json` sidecar, as `<name>:latest`.
+    """
+    if init and is_artifact_reference(init):
+        target = download_root / re.sub(r"[^\w.-]+", "_", init)
+        return download_artifact(init, config, target), init
+    path = Path(init).expanduser() if init else default
+    name = logged_artifact(path)
+    return path, (f"{name}:latest" if name else None)
