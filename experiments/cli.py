@@ -89,14 +89,25 @@ def compose(overrides: Sequence[str]) -> Any:
 
 
 def _run_jobs(job: Callable[[Any], Any], overrides: Sequence[str], multirun: bool) -> int:
-    if not multirun:
-        job(compose(overrides))
+    """Run `job` on each config; `train` with distributed=N > 1 (outside torchrun) runs as
+    N local processes. Returns the first non-zero exit code, or 0."""
+    from experiments import distributed
+
+    def run(cfg: Any, job_overrides: Sequence[str]) -> int:
+        if job is _train and cfg.distributed > 1 and not distributed.under_launcher():
+            return distributed.launch(["train", *job_overrides], cfg.distributed)
+        job(cfg)
         return 0
+
+    if not multirun:
+        return run(compose(overrides), overrides)
     sweep = expand_sweep(overrides)
     configs = [compose(o) for o in sweep]  # validate every job before running any
     for index, (cfg, job_overrides) in enumerate(zip(configs, sweep, strict=True)):
         print(f"[{index + 1}/{len(configs)}] {' '.join(job_overrides)}", file=sys.stderr)
-        job(cfg)
+        code = run(cfg, job_overrides)
+        if code:
+            return code
     return 0
 
 
@@ -115,11 +126,26 @@ def _evaluate(cfg: Any) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from experiments.compare import compare
+    from experiments.compare import compare, load_runs
+    from experiments.config import TrackerConfig
+    from experiments.tracking import resolve_wandb_mode
 
-    compare(
-        Path(args.dir), group=args.group, metrics=args.metric or None, markdown=args.markdown
-    )
+    project = args.project
+    if project is None and args.dir is None and resolve_wandb_mode("auto") == "online":
+        defaults = TrackerConfig()
+        project = f"{defaults.entity}/{defaults.project}" if defaults.entity else defaults.project
+    runs = load_runs(Path(args.dir or "."), project=project, group=args.group)
+    compare(runs, metrics=args.metric or None, markdown=args.markdown,
+            plots=Path(args.plots) if args.plots else None)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from experiments.search import load_space, print_search, search
+
+    result = search(load_space(args.space), args.overrides, trials=args.trials,
+                    study=args.study, storage=args.storage, seed=args.seed)
+    print_search(result)
     return 0
 
 
@@ -137,29 +163,77 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma lists")
         p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. meta.inner_steps=50")
     p = sub.add_parser("compare", help="runs side by side: mean and 95%% CI over seeds")
-    p.add_argument("--dir", default=".", help="directory holding ./wandb (default: .)")
+    p.add_argument("--dir", default=None,
+                   help="read the local runs under DIR/wandb (default: ., when offline)")
+    p.add_argument("--project", default=None, metavar="ENTITY/PROJECT",
+                   help="read the runs of this W&B project through the public API "
+                        "(default when logged in: leap-convrnn)")
     p.add_argument("--group", default=None, help="only runs of this experiment group")
-    p.add_argument("--metric", action="append", help="a metric to show (repeatable)")
+    p.add_argument("--metric", action="append", help="a metric to show and plot (repeatable)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write PNG learning curves with 95%% CI bands to DIR")
+    text = "TPE search (Optuna) over a search space, e.g. the ConvRNN cell hyperparameters"
+    p = sub.add_parser("search", help=text, description=text)
+    p.add_argument("--space", default="convrnn_cell",
+                   help="a search space in experiments/conf/sweep/ or a YAML path "
+                        "(default: convrnn_cell)")
+    p.add_argument("--trials", type=int, default=20,
+                   help="finished trials the study should hold (default: 20)")
+    p.add_argument("--study", default=None, help="study name (default: the space's name)")
+    p.add_argument("--storage", default="search.db",
+                   help="Optuna storage: a SQLite file path or a URL (default: search.db)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of every trial's config")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `leap` console command; returns the exit code."""
+    """Entry point of the `leap` console command; returns the exit code.
+
+    Exit codes: 0 done; 1 stopped because every task of a meta-batch was dropped
+    (after a checkpoint); 2 a bad value in the input (one line on stderr); 130 / 143
+    stopped by SIGINT / SIGTERM (after a checkpoint, when meta-training). Under a
+    distributed launcher only rank 0 prints to stdout and reports errors.
+    """
+    import contextlib
+    import os
+    import warnings
+
+    from experiments.errors import LeapWarning, RunStopped, show_warning
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.command == "train":
-            return _run_jobs(_train, args.overrides, args.multirun)
-        if args.command == "evaluate":
-            return _run_jobs(_evaluate, args.overrides, args.multirun)
-        return _compare(args)
-    except UserError as error:
-        print(f"leap: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("leap: interrupted", file=sys.stderr)
-        return 130
+    quiet = os.environ.get("RANK", "0") != "0"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("always", LeapWarning)
+        warnings.showwarning = show_warning
+        if quiet:
+            devnull = stack.enter_context(open(os.devnull, "w"))
+            stack.enter_context(contextlib.redirect_stdout(devnull))
+
+        def report(message: str) -> None:
+            if not quiet:
+                print(message, file=sys.stderr)
+
+        try:
+            if args.command == "train":
+                return _run_jobs(_train, args.overrides, args.multirun)
+            if args.command == "evaluate":
+                return _run_jobs(_evaluate, args.overrides, args.multirun)
+            if args.command == "search":
+                return _search(args)
+            return _compare(args)
+        except UserError as error:
+            report(f"leap: error: {error}")
+            return 2
+        except RunStopped as stopped:
+            report(f"leap: {stopped}")
+            return stopped.exit_code
+        except KeyboardInterrupt:
+            report("leap: interrupted")
+            return 130
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ a one-line message.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
+from experiments.registry import check_options
 from tasks.base import INNER_OPTIMIZERS, InnerLoopConfig
 
 META_OPTIMIZERS = ("sgd", "adam")
@@ -118,16 +121,70 @@ class Config:
     seed: int = 0
     log_every: int = 1
     progress: bool = True
+    #: Continue a stopped meta-training run: "false" (start afresh), "true" (from the
+    #: latest good checkpoint in the run directory) or the W&B run id to continue.
+    resume: str = "false"
+    #: Write a resumable checkpoint every this many meta-steps (and at the last one).
+    checkpoint_every: int = 50
+    #: How many of the latest resumable checkpoints to keep.
+    keep_checkpoints: int = 3
+    #: Meta-train on this many processes (meta-batch split across ranks, gloo on CPU,
+    #: NCCL on GPU); under torchrun the world size comes from torchrun instead.
+    distributed: int = 1
+
+
+SEED_LIMIT = 2**32
+#: Characters W&B refuses in project names.
+_PROJECT_FORBIDDEN = set("/\\#?%:")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def _positive(value: int | float, key: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key} must be > 0 and finite, got {value}")
     if value <= 0:
         raise UserError(f"{key} must be > 0, got {value}")
+
+
+def _in_range(value: int | float, low: float, high: float, key: str) -> None:
+    """`low <= value <= high` (so NaN fails too)."""
+    if not low <= value <= high:
+        raise UserError(f"{key} must be in [{low}, {high}], got {value}")
 
 
 def _one_of(value: str, accepted: tuple[str, ...], key: str) -> None:
     if value not in accepted:
         raise UserError(f"{key}={value!r} is not accepted; accepted: {', '.join(accepted)}")
+
+
+def _seed(value: int, key: str) -> None:
+    if not 0 <= value < SEED_LIMIT:
+        raise UserError(f"{key} must be in [0, 2**32), got {value}")
+
+
+def _text(value: str | None, key: str, *, path_component: bool = False) -> None:
+    """A non-empty string with no control characters (and no path separator if asked)."""
+    if value is None:
+        return
+    if not value.strip():
+        raise UserError(f"{key} must not be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise UserError(f"{key}={value!r} contains a control character")
+    if path_component and (set(value) & {"/", "\\"} or value in (".", "..")):
+        raise UserError(f"{key}={value!r} must be a plain name (it names the run's directory)")
+
+
+def resume_target(value: str) -> bool | str:
+    """`resume` as False (start afresh), True (latest checkpoint) or a W&B run id."""
+    lowered = value.strip().lower()
+    if lowered in ("false", "true"):
+        return lowered == "true"
+    if not _RUN_ID.fullmatch(value):
+        raise UserError(
+            f"resume={value!r} is not accepted; accepted: true, false or a W&B run id "
+            "(letters, digits, '_' and '-')"
+        )
+    return value
 
 
 def validate(cfg: Config) -> None:
@@ -136,14 +193,16 @@ def validate(cfg: Config) -> None:
     import models
     import tasks
 
-    models.MODELS.get(cfg.model.name)
-    tasks.TASKS.get(cfg.task.name)
-    meta.META_LEARNERS.get(cfg.meta.name)
+    check_options(models.MODELS.get(cfg.model.name), cfg.model.options, f"model {cfg.model.name!r}")
+    check_options(tasks.TASKS.get(cfg.task.name), cfg.task.options, f"task {cfg.task.name!r}")
+    learner = meta.META_LEARNERS.get(cfg.meta.name)
+    check_options(learner.__init__, cfg.meta.options, f"meta-learner {cfg.meta.name!r}")
     m = cfg.meta
     for key in ("meta_steps", "meta_batch_size", "inner_steps", "batch_size"):
         _positive(getattr(m, key), f"meta.{key}")
     for key in ("meta_lr", "inner_lr"):
         _positive(getattr(m, key), f"meta.{key}")
+    _in_range(m.inner_momentum, 0.0, 1.0, "meta.inner_momentum")
     if m.clip_grad_norm is not None:
         _positive(m.clip_grad_norm, "meta.clip_grad_norm")
     _one_of(m.meta_optimizer, META_OPTIMIZERS, "meta.meta_optimizer")
@@ -153,12 +212,37 @@ def validate(cfg: Config) -> None:
         _positive(cfg.eval.steps, "eval.steps")
     if not cfg.eval.seeds:
         raise UserError("eval.seeds must list at least one seed")
+    for seed in cfg.eval.seeds:
+        _seed(seed, "eval.seeds")
     for name in cfg.eval.baselines:
         meta.META_LEARNERS.get(name)
+    _text(cfg.eval.init, "eval.init")
     _one_of(cfg.eval.split, ("train", "validation", "test"), "eval.split")
     _one_of(cfg.tracker.name, TRACKERS, "tracker.name")
     _one_of(cfg.tracker.mode, WANDB_MODES, "tracker.mode")
+    _text(cfg.tracker.project, "tracker.project")
+    if set(cfg.tracker.project) & _PROJECT_FORBIDDEN:
+        raise UserError(
+            f"tracker.project={cfg.tracker.project!r} may not contain any of "
+            f"{' '.join(sorted(_PROJECT_FORBIDDEN))}"
+        )
+    _text(cfg.tracker.entity, "tracker.entity")
+    _text(cfg.tracker.dir, "tracker.dir")
+    _text(cfg.data.root, "data.root")
+    _text(cfg.out_dir, "out_dir")
+    _text(cfg.experiment, "experiment", path_component=True)
+    _text(cfg.name, "name", path_component=True)
+    _seed(cfg.seed, "seed")
     _positive(cfg.log_every, "log_every")
+    resume_target(cfg.resume)
+    _positive(cfg.checkpoint_every, "checkpoint_every")
+    _positive(cfg.keep_checkpoints, "keep_checkpoints")
+    _positive(cfg.distributed, "distributed")
+    if cfg.distributed > m.meta_batch_size:
+        raise UserError(
+            f"distributed={cfg.distributed} ranks need meta.meta_batch_size >= "
+            f"{cfg.distributed} (one task per rank at least), got {m.meta_batch_size}"
+        )
 
 
 def to_config(node: DictConfig) -> Config:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,17 +25,22 @@ from tqdm import tqdm
 
 import meta
 import tasks
+from experiments import distributed, resume
 from experiments.checkpoint import (
+    TrainStateStore,
     load_initialization,
     read_initialization,
     save_initialization,
 )
 from experiments.config import Config, MetaConfig, run_name
+from experiments.errors import AllTasksDropped, RunStopped, UserError, warn
+from experiments.resume import Resumed
+from experiments.signals import GracefulStop, signal_exit_code
 from experiments.stats import mean_ci
-from experiments.tracking import Tracker
+from experiments.tracking import Tracker, git_state, resolve_initialization
 from meta.base import MetaLearner
 from models import reinitialize
-from tasks.base import InnerLoopResult, TaskDistribution
+from tasks.base import InnerLoopConfig, InnerLoopResult, Task, TaskDistribution
 
 
 def seed_everything(seed: int) -> None:
@@ -83,8 +90,16 @@ def meta_optimizer(params: list[nn.Parameter], cfg: MetaConfig) -> torch.optim.O
     return torch.optim.SGD(params, lr=cfg.meta_lr)
 
 
-def tracker_for(cfg: Config, job: str, dist: TaskDistribution) -> Tracker:
+def tracker_for(
+    cfg: Config, job: str, dist: TaskDistribution, run_id: str | None = None
+) -> Tracker:
+    """The run's tracker: named after the run, grouped by experiment, job type
+    `meta-train` or `evaluate`, tagged with method, model and task; its config is the
+    resolved config plus the git commit (`git_commit`, `git_dirty`). `run_id` continues
+    that W&B run (a resumed meta-training)."""
     name = run_name(cfg, job)
+    resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert isinstance(resolved, dict)
     return Tracker(
         cfg.tracker,
         run_dir=Path(cfg.out_dir) / name,
@@ -92,7 +107,8 @@ def tracker_for(cfg: Config, job: str, dist: TaskDistribution) -> Tracker:
         group=cfg.experiment,
         job_type="meta-train" if job == "train" else "evaluate",
         tags=[cfg.meta.name, cfg.model.name, cfg.task.name],
-        run_config=OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),  # type: ignore[arg-type]
+        run_config={**{str(k): v for k, v in resolved.items()}, **git_state()},
+        run_id=run_id,
     )
 
 
@@ -107,57 +123,291 @@ def task_metrics(results: list[InnerLoopResult], held_out: list[dict[str, float]
     }
 
 
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def build_model(cfg: Config, dist: TaskDistribution) -> nn.Module:
+    """The task family's network for `cfg.model`, checked with one forward pass of a
+    zero input of the family's shape (in eval mode, without gradients).
+
+    A model that cannot be built for, or cannot run on, the family's inputs (a wrong
+    image size or number of channels) is a UserError that names the model, its
+    options, the task family and the input shape, with the error's last line.
+    """
+    shape = tuple(dist.input_shape)
+    pairing = (
+        f"model {cfg.model.name!r} (options {dict(cfg.model.options)}) and task "
+        f"{cfg.task.name!r} (inputs of shape (C, H, W) = {shape})"
+    )
+    try:
+        model = dist.make_model(cfg.model.name, cfg.model.options)
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"{pairing} do not fit: {_last_line(error)}") from None
+    tensor = next(iter(model.parameters()), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
+    dtype = tensor.dtype if tensor is not None and tensor.is_floating_point() else torch.float32
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape, device=device, dtype=dtype))
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"{pairing} do not fit: {_last_line(error)}") from None
+    finally:
+        model.train(was_training)
+    return model
+
+
+def task_failed(result: InnerLoopResult) -> bool:
+    """True if a task's inner loop went wrong: its learner flagged it `dropped`, or a
+    loss on its curve is NaN or infinite."""
+    return bool(result.metrics.get("dropped")) or not bool(torch.isfinite(result.losses).all())
+
+
+@dataclass
+class MetaBatch:
+    """What one meta-batch left behind, agreed over every rank."""
+
+    #: Metrics of the meta-batch (task-weighted means over ranks), `meta/dropped_tasks` included.
+    metrics: dict[str, float]
+    #: Tasks whose contribution is in the meta-gradient (0: every task was dropped).
+    tasks: int
+    #: The first signal some rank received (None: no stop requested).
+    signum: int | None
+
+
+def run_meta_batch(
+    learner: MetaLearner,
+    model: nn.Module,
+    batch: list[Task],
+    inner: InnerLoopConfig,
+    ranks: distributed.Ranks,
+    step: int,
+    stop: GracefulStop,
+) -> MetaBatch:
+    """Adapt to this rank's share of `batch`, leave the meta-gradient of the whole
+    meta-batch in `.grad` of the learner's parameters, and gather the metrics.
+
+    A task whose inner loop fails (`task_failed`) is dropped with a warning naming it;
+    its held-out evaluation is skipped. A learner that finds every task of its share
+    dropped raises `AllTasksDropped` from `end_meta_batch` and contributes nothing.
+    A stop that `stop` received by the end of the meta-batch is agreed over ranks.
+    """
+    results: list[InnerLoopResult] = []
+    held_out: list[dict[str, float]] = []
+    dropped = 0
+    for task in ranks.shard(batch):
+        result = learner.adapt(model, task, inner)
+        if task_failed(result):
+            dropped += 1
+            warn(
+                f"meta-step {step}: task {task.name!r} dropped from the meta-batch "
+                "(non-finite loss or gradient in its inner loop)"
+            )
+            continue
+        results.append(result)
+        held_out.append(task.evaluate(model))
+    weight = len(results)
+    try:
+        metrics = learner.end_meta_batch()
+    except AllTasksDropped:
+        metrics, weight = {}, 0
+    if results:
+        metrics.update(task_metrics(results, held_out))
+    parts = distributed.gather(ranks, (weight, dropped, metrics, stop.signum))
+    total = sum(part[0] for part in parts)
+    if ranks.active:
+        metrics = distributed.merge_metrics([(part[0], part[2]) for part in parts])
+        if total > 0:
+            norm = distributed.reduce_meta_gradient(learner.parameters(), weight, total)
+            if "meta/grad_norm" in metrics:
+                metrics["meta/grad_norm"] = norm
+    metrics["meta/dropped_tasks"] = float(sum(part[1] for part in parts))
+    signals = [part[3] for part in parts if part[3] is not None]
+    return MetaBatch(metrics=metrics, tasks=total, signum=signals[0] if signals else None)
+
+
+def apply_meta_update(
+    learner: MetaLearner, optimizer: torch.optim.Optimizer | None, cfg: MetaConfig, step: int
+) -> bool:
+    """Clip and apply the meta-gradient; skip it (with a warning) if it is not finite.
+
+    Returns whether the initialization was updated.
+    """
+    if optimizer is None:
+        return False
+    grads = [p.grad for p in learner.parameters() if p.grad is not None]
+    if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        warn(f"meta-step {step}: the meta-gradient is not finite; meta-update skipped")
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    if cfg.clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(learner.parameters(), cfg.clip_grad_norm)
+    optimizer.step()
+    return True
+
+
+def resume_run(
+    cfg: Config,
+    ranks: distributed.Ranks,
+    store: TrainStateStore,
+    learner: MetaLearner,
+    optimizer: torch.optim.Optimizer | None,
+    model: nn.Module,
+    sampler: np.random.Generator,
+) -> Resumed | None:
+    """Find the checkpoint `cfg.resume` asks for on rank 0 and load it on every rank."""
+    found: tuple[Path, dict[str, Any]] | None = None
+    problem: str | None = None
+    if ranks.is_main:
+        try:
+            found = resume.find(cfg, store, warn)
+        except UserError as error:
+            problem = str(error)
+    found, problem = distributed.broadcast(ranks, (found, problem))
+    if problem is not None:
+        raise UserError(problem)
+    if found is None:
+        return None
+    return resume.restore(*found, learner, optimizer, model, sampler)
+
+
 def train(cfg: Config) -> dict[str, Any]:
-    """Meta-train `cfg.meta.name` and save the learned initialization as `init.pt`."""
+    """Meta-train `cfg.meta.name` and save the learned initialization as `init.pt`.
+
+    Every `cfg.checkpoint_every` meta-steps (and at the last one) the whole state of
+    the run is checkpointed in `<run>/checkpoints/`; `cfg.resume` continues from there.
+    Under a distributed launcher each rank adapts to its share of every meta-batch.
+    Stops early with `RunStopped` (after a checkpoint) on SIGINT / SIGTERM, or when
+    every task of a meta-batch was dropped.
+    """
+    if cfg.distributed > 1 and not distributed.under_launcher():
+        raise UserError(
+            f"distributed={cfg.distributed} needs {cfg.distributed} processes: start them with "
+            f"`leap train distributed={cfg.distributed} ...` or torchrun"
+        )
+    ranks = distributed.setup(cfg.meta.meta_batch_size)
+    try:
+        return _meta_train(cfg, ranks)
+    finally:
+        distributed.teardown(ranks)
+
+
+def _meta_train(cfg: Config, ranks: distributed.Ranks) -> dict[str, Any]:
     seed_everything(cfg.seed)
     dist = task_distribution(cfg, "train")
-    model = dist.make_model(cfg.model.name, cfg.model.options)
+    model = build_model(cfg, dist)
     learner = build_learner(cfg.meta.name, model, cfg.meta.options, dist, cfg.seed)
     optimizer = meta_optimizer(learner.parameters(), cfg.meta)
     inner = cfg.meta.inner()
-    tracker = tracker_for(cfg, "train", dist)
-    rng = np.random.default_rng(cfg.seed)
+    sampler = np.random.default_rng(cfg.seed)
+    run_dir = Path(cfg.out_dir) / run_name(cfg, "train")
+    store = TrainStateStore(run_dir / "checkpoints", cfg.keep_checkpoints)
+    resumed = resume_run(cfg, ranks, store, learner, optimizer, model, sampler)
+    tracker: Tracker | distributed.NullTracker = (
+        tracker_for(cfg, "train", dist, run_id=resumed.run_id if resumed else None)
+        if ranks.is_main
+        else distributed.NullTracker(run_dir)
+    )
+    total_steps = cfg.meta.meta_steps
+    first = resumed.step if resumed else 0
+    summary: dict[str, Any] = dict(resumed.summary) if resumed else {}
+    spent = resumed.elapsed if resumed else 0.0
+    started = time.perf_counter()
+
+    def checkpoint(done: int) -> Path:
+        if not ranks.is_main:
+            return store.path(done)
+        run_id = tracker.run_id or (resumed.run_id if resumed else None)
+        elapsed = spent + time.perf_counter() - started
+        state = resume.capture(cfg, learner, optimizer, model, sampler, run_id, summary, elapsed)
+        return store.save(done, state)
+
     exit_code = 1
-    summary: dict[str, Any] = {}
     try:
-        bar = tqdm(range(cfg.meta.meta_steps), desc="meta-train", disable=not cfg.progress,
-                   dynamic_ncols=True, leave=True)
-        started = time.perf_counter()
-        for step in bar:
-            tick = time.perf_counter()
-            batch = dist.sample(cfg.meta.meta_batch_size, rng)
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
-            results, held_out = [], []
-            for task in batch:
-                results.append(learner.adapt(model, task, inner))
-                held_out.append(task.evaluate(model))
-            metrics = learner.end_meta_batch()
-            if optimizer is not None:
-                if cfg.meta.clip_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(learner.parameters(), cfg.meta.clip_grad_norm)
-                optimizer.step()
-            seconds = time.perf_counter() - tick
-            metrics.update(task_metrics(results, held_out))
-            metrics["perf/seconds_per_meta_step"] = seconds
-            metrics["perf/tasks_per_s"] = len(batch) / seconds
-            if step % cfg.log_every == 0 or step == cfg.meta.meta_steps - 1:
-                tracker.log(metrics, step)
-            objective = metrics.get("meta/objective", metrics["task/auc"])
-            bar.set_postfix(objective=f"{objective:.4g}", tasks_per_s=f"{len(batch) / seconds:.2f}")
-            summary = metrics
+        with (
+            GracefulStop(announce=ranks.is_main) as stop,
+            tqdm(
+                range(first, total_steps),
+                initial=first,
+                total=total_steps,
+                desc="meta-train",
+                disable=not (cfg.progress and ranks.is_main),
+                dynamic_ncols=True,
+                leave=True,
+            ) as bar,
+        ):
+            for step in bar:
+                tick, cpu_tick = time.perf_counter(), time.process_time()
+                batch = dist.sample(cfg.meta.meta_batch_size, sampler)
+                if optimizer is not None:
+                    optimizer.zero_grad(set_to_none=True)
+                outcome = run_meta_batch(learner, model, batch, inner, ranks, step, stop)
+                done = step + 1
+                if outcome.tasks == 0:
+                    path = checkpoint(done)
+                    raise RunStopped(
+                        f"every task of meta-step {step} was dropped (non-finite loss or "
+                        f"gradient); stopped after checkpointing to {path}. Lower meta.inner_lr "
+                        "or check the data, then continue with resume=true",
+                        exit_code=1,
+                    )
+                apply_meta_update(learner, optimizer, cfg.meta, step)
+                seconds = time.perf_counter() - tick
+                metrics = outcome.metrics
+                metrics["perf/seconds_per_meta_step"] = seconds
+                metrics["perf/cpu_seconds_per_meta_step"] = time.process_time() - cpu_tick
+                metrics["perf/tasks_per_s"] = len(batch) / seconds
+                if step % cfg.log_every == 0 or done == total_steps:
+                    tracker.log(metrics, step)
+                objective = metrics.get("meta/objective", metrics.get("task/auc", math.nan))
+                bar.set_postfix(
+                    objective=f"{objective:.4g}", tasks_per_s=f"{len(batch) / seconds:.2f}"
+                )
+                summary = metrics
+                if outcome.signum is not None:
+                    path = checkpoint(done)
+                    name = signal.Signals(outcome.signum).name
+                    raise RunStopped(
+                        f"{name}: stopped after meta-step {step} ({done} of {total_steps} done); "
+                        f"checkpoint saved to {path}; continue with resume=true",
+                        exit_code=signal_exit_code(outcome.signum),
+                    )
+                if done % cfg.checkpoint_every == 0 or done == total_steps:
+                    checkpoint(done)
         learner.initialize(model)
-        path = tracker.run_dir / "init.pt"
-        save_initialization(path, model, architecture(cfg, dist),
-                            {"meta": cfg.meta.name, "meta_steps": cfg.meta.meta_steps,
-                             "seed": cfg.seed, "experiment": cfg.experiment})
-        tracker.artifact(path, name=f"init-{run_name(cfg, 'train')}", kind="initialization",
-                         metadata=architecture(cfg, dist))
-        summary = {**summary, "perf/total_seconds": time.perf_counter() - started,
-                   "checkpoint": str(path)}
+        path = run_dir / "init.pt"
+        if ranks.is_main:
+            save_initialization(
+                path,
+                model,
+                architecture(cfg, dist),
+                {
+                    "meta": cfg.meta.name,
+                    "meta_steps": total_steps,
+                    "seed": cfg.seed,
+                    "experiment": cfg.experiment,
+                },
+            )
+            tracker.artifact(
+                path,
+                name=f"init-{run_name(cfg, 'train')}",
+                kind="initialization",
+                metadata=architecture(cfg, dist),
+            )
+        summary = {
+            **summary,
+            "perf/total_seconds": spent + time.perf_counter() - started,
+            "checkpoint": str(path),
+        }
         tracker.summary(summary)
         exit_code = 0
         return summary
+    except RunStopped as stopped:
+        exit_code = stopped.exit_code
+        raise
     finally:
         tracker.finish(exit_code)
 
@@ -190,7 +440,9 @@ def evaluate(cfg: Config) -> list[MethodResult]:
     every held-out task for K steps; report the area under the training-loss curve and
     final held-out accuracy and loss, over tasks x seeds, beside the baselines."""
     seed_everything(cfg.seed)
-    init_path = Path(cfg.eval.init).expanduser() if cfg.eval.init else default_init_path(cfg)
+    init_path, init_artifact = resolve_initialization(
+        cfg.eval.init, default_init_path(cfg), cfg.tracker, Path(cfg.out_dir) / "artifacts"
+    )
     read_initialization(init_path)  # fail fast, before any data is loaded
     dist = task_distribution(cfg, cfg.eval.split)
     model = dist.make_model(cfg.model.name, cfg.model.options)
@@ -202,8 +454,11 @@ def evaluate(cfg: Config) -> list[MethodResult]:
     methods = [cfg.meta.name, *[b for b in cfg.eval.baselines if b != cfg.meta.name]]
     results = {m: MethodResult(m) for m in methods}
     tracker = tracker_for(cfg, "eval", dist)
+    if init_artifact is not None:
+        tracker.use_artifact(init_artifact, "initialization")
     exit_code = 1
     try:
+        started = time.perf_counter()
         rows: list[list[Any]] = []
         total = len(cfg.eval.seeds) * cfg.eval.tasks * len(methods)
         bar = tqdm(total=total, desc="evaluate", disable=not cfg.progress, dynamic_ncols=True)
@@ -222,15 +477,25 @@ def evaluate(cfg: Config) -> list[MethodResult]:
                     r.accuracy.append(held["accuracy"])
                     r.loss.append(held["loss"])
                     r.curves.append(run.losses.tolist())
-                    rows.append([method, seed, index, task.name, run.auc, held["accuracy"], held["loss"]])
+                    rows.append(
+                        [method, seed, index, task.name, run.auc, held["accuracy"], held["loss"]]
+                    )
                     bar.update()
         bar.close()
+        seconds = time.perf_counter() - started
         for k in range(inner.steps + 1):
             tracker.log({f"eval/{m}/train_loss": float(np.mean([c[k] for c in results[m].curves]))
                          for m in methods}, step=k)
         tracker.table("eval/tasks", ["method", "seed", "task_index", "task", "auc",
                                      "accuracy", "loss"], rows)
-        summary: dict[str, Any] = {"eval/init": str(init_path), "eval/steps": inner.steps}
+        for m in methods:
+            tracker.line_series(
+                f"eval/{m}/task_curves", xs=list(range(inner.steps + 1)), ys=results[m].curves,
+                keys=[f"seed{row[1]}/task{row[2]}" for row in rows if row[0] == m],
+                title=f"{m}: training loss on each held-out task", xname="inner step",
+            )
+        summary: dict[str, Any] = {"eval/init": str(init_path), "eval/steps": inner.steps,
+                                   "perf/tasks_per_s": len(rows) / seconds}
         for r in results.values():
             summary.update(r.summary())
         tracker.summary(summary)
