@@ -1,8 +1,8 @@
 """The runner: meta-training and transfer evaluation, for any model, task family and method.
 
-    config -> runner -> meta-learner.adapt(model, task) -> task.inner_loop(model, hook)
-                     -> meta-learner.end_meta_batch() -> meta-optimizer.step()
-                     -> tracker.log / checkpoint
+config -> runner -> meta-learner.adapt(model, task) -> task.inner_loop(model, hook)
+                 -> meta-learner.end_meta_batch() -> meta-optimizer.step()
+                 -> tracker.log / checkpoint
 """
 
 from __future__ import annotations
@@ -91,12 +91,16 @@ def meta_optimizer(params: list[nn.Parameter], cfg: MetaConfig) -> torch.optim.O
 
 
 def tracker_for(
-    cfg: Config, job: str, dist: TaskDistribution, run_id: str | None = None
+    cfg: Config,
+    job: str,
+    dist: TaskDistribution,
+    run_id: str | None = None,
+    resume_step: int | None = None,
 ) -> Tracker:
     """The run's tracker: named after the run, grouped by experiment, job type
     `meta-train` or `evaluate`, tagged with method, model and task; its config is the
     resolved config plus the git commit (`git_commit`, `git_dirty`). `run_id` continues
-    that W&B run (a resumed meta-training)."""
+    that W&B run and `resume_step` the local metrics (a resumed meta-training)."""
     name = run_name(cfg, job)
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     assert isinstance(resolved, dict)
@@ -109,10 +113,13 @@ def tracker_for(
         tags=[cfg.meta.name, cfg.model.name, cfg.task.name],
         run_config={**{str(k): v for k, v in resolved.items()}, **git_state()},
         run_id=run_id,
+        resume_step=resume_step,
     )
 
 
-def task_metrics(results: list[InnerLoopResult], held_out: list[dict[str, float]]) -> dict[str, float]:
+def task_metrics(
+    results: list[InnerLoopResult], held_out: list[dict[str, float]]
+) -> dict[str, float]:
     """Meta-batch means of the inner loops' figures, under `task/`."""
     return {
         "task/loss_first": float(np.mean([float(r.losses[0]) for r in results])),
@@ -307,7 +314,13 @@ def _meta_train(cfg: Config, ranks: distributed.Ranks) -> dict[str, Any]:
     store = TrainStateStore(run_dir / "checkpoints", cfg.keep_checkpoints)
     resumed = resume_run(cfg, ranks, store, learner, optimizer, model, sampler)
     tracker: Tracker | distributed.NullTracker = (
-        tracker_for(cfg, "train", dist, run_id=resumed.run_id if resumed else None)
+        tracker_for(
+            cfg,
+            "train",
+            dist,
+            run_id=resumed.run_id if resumed else None,
+            resume_step=resumed.step if resumed else None,
+        )
         if ranks.is_main
         else distributed.NullTracker(run_dir)
     )
@@ -445,7 +458,7 @@ def evaluate(cfg: Config) -> list[MethodResult]:
     )
     read_initialization(init_path)  # fail fast, before any data is loaded
     dist = task_distribution(cfg, cfg.eval.split)
-    model = dist.make_model(cfg.model.name, cfg.model.options)
+    model = build_model(cfg, dist)
     load_initialization(init_path, model, architecture(cfg, dist))
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     inner = cfg.meta.inner()
@@ -484,18 +497,30 @@ def evaluate(cfg: Config) -> list[MethodResult]:
         bar.close()
         seconds = time.perf_counter() - started
         for k in range(inner.steps + 1):
-            tracker.log({f"eval/{m}/train_loss": float(np.mean([c[k] for c in results[m].curves]))
-                         for m in methods}, step=k)
-        tracker.table("eval/tasks", ["method", "seed", "task_index", "task", "auc",
-                                     "accuracy", "loss"], rows)
+            tracker.log(
+                {
+                    f"eval/{m}/train_loss": float(np.mean([c[k] for c in results[m].curves]))
+                    for m in methods
+                },
+                step=k,
+            )
+        tracker.table(
+            "eval/tasks", ["method", "seed", "task_index", "task", "auc", "accuracy", "loss"], rows
+        )
         for m in methods:
             tracker.line_series(
-                f"eval/{m}/task_curves", xs=list(range(inner.steps + 1)), ys=results[m].curves,
+                f"eval/{m}/task_curves",
+                xs=list(range(inner.steps + 1)),
+                ys=results[m].curves,
                 keys=[f"seed{row[1]}/task{row[2]}" for row in rows if row[0] == m],
-                title=f"{m}: training loss on each held-out task", xname="inner step",
+                title=f"{m}: training loss on each held-out task",
+                xname="inner step",
             )
-        summary: dict[str, Any] = {"eval/init": str(init_path), "eval/steps": inner.steps,
-                                   "perf/tasks_per_s": len(rows) / seconds}
+        summary: dict[str, Any] = {
+            "eval/init": str(init_path),
+            "eval/steps": inner.steps,
+            "perf/tasks_per_s": len(rows) / seconds,
+        }
         for r in results.values():
             summary.update(r.summary())
         tracker.summary(summary)
@@ -506,4 +531,3 @@ def evaluate(cfg: Config) -> list[MethodResult]:
         return list(results.values())
     finally:
         tracker.finish(exit_code)
-

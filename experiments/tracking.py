@@ -174,6 +174,18 @@ def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     return {str(key): _jsonable_value(value) for key, value in values.items()}
 
 
+def _records_before(path: Path, step: int) -> list[str]:
+    """The lines of a metrics.jsonl file whose `_step` is below `step` (unreadable ones dropped)."""
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            if int(json.loads(line)["_step"]) < step:
+                kept.append(line + "\n")
+    return kept
+
+
 class Tracker:
     """Logs a run's metrics, summary, tables and artifacts; never raises from W&B.
 
@@ -182,8 +194,10 @@ class Tracker:
         run_dir: the run's local directory (config.json, metrics.jsonl, summary.json).
         name, group, job_type, tags: how the run appears in W&B.
         run_config: the resolved config, stored with the run.
-        run_id: continue this W&B run (a resumed meta-training) instead of starting one;
-            the local metrics.jsonl and summary.json are then appended to.
+        run_id: continue this W&B run (a resumed meta-training) instead of starting one.
+        resume_step: the meta-step a resumed run continues from: metrics.jsonl keeps its
+            records of earlier steps (those of steps re-run after the checkpoint are
+            dropped) and is appended to, and summary.json is kept. None: a fresh run.
     """
 
     def __init__(
@@ -196,15 +210,19 @@ class Tracker:
         tags: Sequence[str],
         run_config: Mapping[str, Any],
         run_id: str | None = None,
+        resume_step: int | None = None,
     ) -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self._config = dict(run_config)
         self._write_config()
-        mode = "a" if run_id else "w"
-        self._metrics = open(run_dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
+        metrics_path = run_dir / "metrics.jsonl"
+        kept = _records_before(metrics_path, resume_step) if resume_step is not None else []
+        self._metrics = open(metrics_path, "w", encoding="utf-8")  # noqa: SIM115
+        self._metrics.writelines(kept)
+        self._metrics.flush()
         self._summary: dict[str, Any] = {}
-        if run_id and (run_dir / "summary.json").is_file():
+        if resume_step is not None and (run_dir / "summary.json").is_file():
             with contextlib.suppress(ValueError):
                 self._summary = json.loads((run_dir / "summary.json").read_text())
         self._perf = {"steps": 0, "seconds": 0.0, "tasks": 0.0}

@@ -218,9 +218,9 @@ def test_online_evaluate_runs_use_the_artifact(tmp_path, monkeypatch):
 
 
 def test_system_summary_and_resumed_runs(tmp_path):
-    def tracker(run_id: str | None = None) -> Tracker:
+    def tracker(resume_step: int | None = None) -> Tracker:
         return Tracker(TrackerConfig(name="none"), tmp_path, "r", "g", "meta-train", [], {},
-                       run_id=run_id)  # fmt: skip
+                       resume_step=resume_step)  # fmt: skip
 
     first = tracker()
     first.log({"perf/seconds_per_meta_step": 2.0, "perf/tasks_per_s": 5.0}, step=0)
@@ -232,11 +232,13 @@ def test_system_summary_and_resumed_runs(tmp_path):
     assert summary["perf/tasks_per_s"] == pytest.approx((2 * 5 + 1 * 20) / 3)
     assert summary["meta/objective"] == 1.5 and summary["perf/peak_memory_mb"] > 0
 
-    resumed = tracker(run_id="abc")
-    resumed.log({"meta/objective": 1.0}, step=2)
+    resumed = tracker(resume_step=1)  # step 1 ran after the checkpoint: it is re-run
+    resumed.log({"meta/objective": 1.0}, step=1)
+    resumed.log({"meta/objective": 0.5}, step=2)
     resumed.finish()
-    steps = [json.loads(line)["_step"] for line in (tmp_path / "metrics.jsonl").open()]
-    assert steps == [0, 1, 2]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert [r["_step"] for r in records] == [0, 1, 2]
+    assert records[1]["meta/objective"] == 1.0
     assert json.loads((tmp_path / "summary.json").read_text())["meta/objective"] == 1.5
 
 
