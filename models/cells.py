@@ -1,0 +1,664 @@
+"""Convolutional recurrent cells, each a module with an explicit state.
+
+Every cell maps the layer's drive `x` (B, D, H, W) and its state (a dict of
+tensors, or None for the all-zero initial state) to an output of the same shape
+and the next state:
+
+    out, state = cell(x, state, feedback=None, bypass=None)
+
+`feedback` is the sum of the layer's feedback inputs already projected to D
+channels; a cell whose `feedback_entry` is "input" never sees it (the layer adds
+it to the drive before its activation, which equals concatenating the feedback
+to the layer input, Nayebi et al. 2018 Sec. 3), a cell whose `feedback_entry` is
+"cell" adds it where its equations say. `bypass` is the layer's input before its
+convolution; only the median reciprocal gated cell reads it.
+
+A state of None stands for zeros: the state-to-gate convolutions then reduce to
+their biases, so the first time step skips them (the results are identical to
+passing explicit zeros; a test checks it).
+
+Cells (registry kind "cell"; names as in `CELLS`):
+
+- `rgc`: reciprocal gated cell, NeurIPS-2018 form (Nayebi, Bear, Kubilius et al.,
+  "Task-Driven Convolutional Recurrent Models of the Visual System", Eq. 1).
+- `rgc_median`: the "median" reciprocal gated cell of Nayebi, Sagastuy-Brena,
+  Bear et al. (Neural Computation 2022, "Recurrent connections in the primate
+  ventral visual stream mediate a trade-off between task performance and network
+  size"): depthwise-separable state-to-gate convolutions, an input-to-output
+  convolution, a bypass of the layer's input, feedback into the output drive and
+  its own memory depth.
+- `timedecay`, `simplernn`, `gru`, `lstm`, `ugrnn`, `intersectionrnn`: the
+  baselines of Nayebi et al. 2018 (Sec. 3 and Supplementary Sec. A).
+- `none`: no recurrence (the feedforward layer).
+
+Every hyperparameter lives in `CellConfig`, so a config or a TPE search can vary it;
+each cell reads the fields its docstring names and ignores the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from experiments.errors import UserError
+from experiments.registry import Registry
+
+State = dict[str, Tensor]
+Activation = Callable[[Tensor], Tensor]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "elu": F.elu,
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "softplus": F.softplus,
+    "identity": _identity,
+}
+
+
+MONOTONE = frozenset({"elu", "relu", "tanh", "sigmoid", "softplus", "identity"})
+"""Nondecreasing activations: max pooling commutes with them."""
+
+
+def activation(name: str) -> Activation:
+    """The elementwise function called `name`; a UserError lists the accepted names."""
+    if name not in ACTIVATIONS:
+        raise UserError(f"unknown activation {name!r}; accepted: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """Hyperparameters of the recurrent cells (each cell reads the fields it uses)."""
+
+    cell_depth: int | None = None
+    """Memory depth: channels of the reciprocal gated cells' memory c (None: the layer's)."""
+    kernel_size: int = 3
+    """Kernel of the state-to-state and input convolutions of the baseline cells."""
+    input_kernel: int = 3
+    """Kernel of the RGC input-to-memory convolution W_xc (the median model: 2)."""
+    out_kernel: int = 0
+    """Kernel of the median RGC input-to-output convolution (0: the drive enters as is)."""
+    tau_kernel: int = 3
+    """Kernel of the RGC self-gating (tau) convolutions W_hh and W_cc."""
+    gate_kernel: int = 3
+    """Kernel of the RGC reciprocal gating convolutions W_ch and W_hc."""
+    tau_offset: float = 1.0
+    """RGC: tau gate = tau_offset + tau_multiplier * tau_activation(W * state + tau_bias)."""
+    tau_multiplier: float = -1.0
+    gate_offset: float = 1.0
+    """RGC: input gate = gate_offset + gate_multiplier * gate_activation(W * other + gate_bias)."""
+    gate_multiplier: float = -1.0
+    tau_bias: float = 0.0
+    gate_bias: float = 0.0
+    tau_activation: str = "sigmoid"
+    gate_activation: str = "sigmoid"
+    cell_activation: str = "elu"
+    """Activation of the RGC memory update."""
+    out_activation: str = "elu"
+    """Activation of the RGC output update, of the vanilla RNN and of the UGRNN /
+    IntersectionRNN candidates."""
+    forget_bias: float = 1.0
+    """ConvLSTM: constant added to the forget-gate pre-activation."""
+    decay: float = 0.5
+    """Time-decay cell: initial per-channel decay m in (0, 1)."""
+    bypass: bool = True
+    """Median RGC: add the layer's input (1x1-projected if its depth differs) to the output
+    drive."""
+
+    def __post_init__(self) -> None:
+        for name in ("kernel_size", "input_kernel", "tau_kernel", "gate_kernel"):
+            if getattr(self, name) < 1:
+                raise UserError(f"cell option {name} must be >= 1, got {getattr(self, name)}")
+        if self.out_kernel < 0:
+            raise UserError(f"cell option out_kernel must be >= 0, got {self.out_kernel}")
+        if self.cell_depth is not None and self.cell_depth < 1:
+            raise UserError(f"cell option cell_depth must be >= 1, got {self.cell_depth}")
+        if not 0.0 < self.decay < 1.0:
+            raise UserError(f"cell option decay must lie in (0, 1), got {self.decay}")
+        for name in ("tau_activation", "gate_activation", "cell_activation", "out_activation"):
+            activation(getattr(self, name))
+
+
+class SameConv2d(nn.Conv2d):
+    """A stride-1 convolution whose output keeps the input's size, padded as TF "SAME":
+    (k - 1) // 2 zeros before and the rest after (asymmetric for an even kernel)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, groups: int = 1
+    ) -> None:
+        odd = kernel % 2 == 1
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel,
+            padding=kernel // 2 if odd else 0,
+            bias=bias,
+            groups=groups,
+        )
+        before = (kernel - 1) // 2
+        self._pad = None if odd else (before, kernel - 1 - before, before, kernel - 1 - before)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x if self._pad is None else F.pad(x, self._pad))
+
+
+def same_conv(in_channels: int, out_channels: int, kernel: int, bias: bool = True) -> nn.Conv2d:
+    """A stride-1 convolution whose output keeps the input's size (TF "SAME" padding)."""
+    return SameConv2d(in_channels, out_channels, kernel, bias=bias)
+
+
+class SeparableConv(nn.Module):
+    """Depthwise k x k convolution, then a pointwise 1x1 convolution with a bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int) -> None:
+        super().__init__()
+        self.depthwise = SameConv2d(
+            in_channels, in_channels, kernel, bias=False, groups=in_channels
+        )
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class StateConv(nn.Module):
+    """Convolutions from one state tensor to several destinations, computed together.
+
+    `outs` lists (channels, kernel) per destination. Full convolutions that share a
+    kernel size are one `nn.Conv2d` whose output channels stack the destinations'
+    weights (one call instead of several); separable ones are one `SeparableConv`
+    each. Called with None (the zero state), it returns each destination's bias as a
+    (1, C, 1, 1) map, which is exactly the convolution of zeros.
+    """
+
+    def __init__(
+        self, in_channels: int, outs: Sequence[tuple[int, int]], separable: bool = False
+    ) -> None:
+        super().__init__()
+        self.separable = separable
+        self.convs = nn.ModuleList()
+        self._plan: list[tuple[int, int, int]] = []
+        if separable:
+            for channels, kernel in outs:
+                self._plan.append((len(self.convs), 0, channels))
+                self.convs.append(SeparableConv(in_channels, channels, kernel))
+            self._finish_plan()
+            return
+        kernels = sorted({kernel for _, kernel in outs})
+        offsets = dict.fromkeys(kernels, 0)
+        for channels, kernel in outs:
+            start = offsets[kernel]
+            self._plan.append((kernels.index(kernel), start, start + channels))
+            offsets[kernel] += channels
+        for kernel in kernels:
+            self.convs.append(same_conv(in_channels, offsets[kernel], kernel))
+        self._finish_plan()
+
+    def _finish_plan(self) -> None:
+        """Per conv, the channel counts of its destinations; per destination, its piece."""
+        self._sizes: list[list[int]] = [[] for _ in self.convs]
+        self._piece: list[int] = []
+        for index, a, b in self._plan:
+            self._piece.append(len(self._sizes[index]))
+            self._sizes[index].append(b - a)
+
+    def _conv(self, index: int) -> nn.Conv2d | SeparableConv:
+        conv = self.convs[index]
+        assert isinstance(conv, nn.Conv2d | SeparableConv)
+        return conv
+
+    def _bias(self, index: int) -> Tensor:
+        conv = self._conv(index)
+        bias = conv.pointwise.bias if isinstance(conv, SeparableConv) else conv.bias
+        assert bias is not None
+        return bias
+
+    def forward(self, state: Tensor | None) -> list[Tensor]:
+        if state is None:
+            return [self._bias(i)[a:b].view(1, -1, 1, 1) for i, a, b in self._plan]
+        pieces = [
+            torch.split(conv(state), self._sizes[i], dim=1) for i, conv in enumerate(self.convs)
+        ]
+        return [pieces[i][self._piece[d]] for d, (i, _, _) in enumerate(self._plan)]
+
+    def part(self, destination: int) -> dict[str, Tensor]:
+        """The parameters that map the state to `destination` (for reference computations)."""
+        index, a, b = self._plan[destination]
+        conv = self._conv(index)
+        bias = self._bias(index)
+        if isinstance(conv, SeparableConv):
+            return {
+                "depthwise": conv.depthwise.weight,
+                "pointwise": conv.pointwise.weight,
+                "bias": bias,
+            }
+        return {"weight": conv.weight[a:b], "bias": bias[a:b]}
+
+
+class Cell(nn.Module):
+    """Base class: a recurrent cell with an explicit state (see the module docstring)."""
+
+    feedback_entry: str = "input"
+    uses_bypass: bool = False
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__()
+        self.channels = channels
+        self.state_channels: dict[str, int] = {}
+
+    def initial_state(
+        self,
+        batch_size: int,
+        size: tuple[int, int],
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State:
+        """Explicit zeros for every state tensor (equivalent to passing None)."""
+        return {
+            name: torch.zeros(batch_size, channels, *size, device=device, dtype=dtype)
+            for name, channels in self.state_channels.items()
+        }
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+
+CELLS: Registry[type[Cell]] = Registry("cell")
+
+
+def build_cell(name: str, channels: int, in_channels: int, config: CellConfig) -> Cell:
+    """The cell registered as `name` for a layer of `channels` fed by `in_channels`."""
+    return CELLS.get(name)(channels, in_channels, config)
+
+
+def _get(state: State | None, name: str) -> Tensor | None:
+    return None if state is None else state[name]
+
+
+def affine_gate(
+    pre: Tensor, bias: float, offset: float, multiplier: float, fn: Activation
+) -> Tensor:
+    """offset + multiplier * fn(pre + bias), skipping the operations that are identities."""
+    if bias != 0.0:
+        pre = pre + bias
+    value = fn(pre)
+    if multiplier != 1.0:
+        value = value * multiplier
+    return value + offset if offset != 0.0 else value
+
+
+def reciprocal_update(
+    prev: Tensor | None,
+    drive: Tensor,
+    tau_pre: Tensor,
+    gate_pre: Tensor,
+    config: CellConfig,
+    out: Activation,
+) -> Tensor:
+    """One half of the reciprocal gated update (Nayebi et al. 2018, Eq. 1).
+
+    out( (tau_offset + tau_multiplier * s_tau(tau_pre + tau_bias)) . prev
+         + (gate_offset + gate_multiplier * s_gate(gate_pre + gate_bias)) . drive )
+
+    With the defaults (offsets 1, multipliers -1, sigmoids) the gates are
+    (1 - s(W * state)), as in the paper. `prev` None is the zero state.
+    """
+    c = config
+    gate = affine_gate(
+        gate_pre, c.gate_bias, c.gate_offset, c.gate_multiplier, activation(c.gate_activation)
+    )
+    mixed = gate * drive
+    if prev is not None:
+        tau = affine_gate(
+            tau_pre, c.tau_bias, c.tau_offset, c.tau_multiplier, activation(c.tau_activation)
+        )
+        mixed = torch.addcmul(mixed, tau, prev)
+    return out(mixed)
+
+
+@CELLS.register("rgc")
+class ReciprocalGatedCell(Cell):
+    """Reciprocal gated cell, NeurIPS-2018 form (Nayebi et al. 2018, Eq. 1).
+
+        h' = out_act( tau(W_hh * h) . h + gate(W_ch * c) . x )
+        c' = cell_act( tau(W_cc * c) . c + gate(W_hc * h) . (W_xc * x) )
+
+    tau(z) = tau_offset + tau_multiplier * tau_activation(z + tau_bias) and
+    gate(z) = gate_offset + gate_multiplier * gate_activation(z + gate_bias);
+    the defaults give the paper's (1 - sigmoid(.)). The memory c has `cell_depth`
+    channels; W_xc (kernel `input_kernel`) maps x into it, as the released code
+    does. Feedback enters with the layer's input. Reads: cell_depth, tau_kernel,
+    gate_kernel, input_kernel, the offsets, multipliers, biases and activations.
+    """
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__(channels, in_channels, config)
+        depth = config.cell_depth or channels
+        self.config = config
+        self.state_channels = {"h": channels, "c": depth}
+        self.from_h = StateConv(
+            channels, [(channels, config.tau_kernel), (depth, config.gate_kernel)]
+        )
+        self.from_c = StateConv(depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)])
+        self.to_cell = same_conv(channels, depth, config.input_kernel)
+        self._out = activation(config.out_activation)
+        self._cell = activation(config.cell_activation)
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        h, c = _get(state, "h"), _get(state, "c")
+        hh, hc = self.from_h(h)
+        cc, ch = self.from_c(c)
+        h_next = reciprocal_update(h, x, hh, ch, self.config, self._out)
+        c_next = reciprocal_update(c, self.to_cell(x), cc, hc, self.config, self._cell)
+        return h_next, {"h": h_next, "c": c_next}
+
+
+@CELLS.register("rgc_median")
+class MedianReciprocalGatedCell(Cell):
+    """The "median" reciprocal gated cell (Nayebi, Sagastuy-Brena, Bear et al. 2022).
+
+        c' = cell_act( tau(S_cc(c)) . c + gate(S_hc(h)) . (W_xc * x) )
+        h' = out_act( tau(S_hh(h)) . h + gate(S_ch(c)) . (W_xh * x + P r + f) )
+
+    S_ab are depthwise-separable convolutions (depthwise `tau_kernel` /
+    `gate_kernel`, then pointwise), W_xc has kernel `input_kernel`, W_xh kernel
+    `out_kernel` (0: identity), r is the layer's input (the bypass, projected by the
+    1x1 convolution P when its depth differs, absent when `bypass` is False) and f
+    the layer's feedback (1x1 convolutions of the feedback sources, made by the
+    layer). The memory has its own depth `cell_depth`. tau and gate as in `rgc`. In the
+    released median model tau and gate use sigmoid and tanh with offsets 0.92 and
+    0.70 and multipliers of the opposite sign (its constant biases are not applied
+    on the separable path, hence tau_bias = gate_bias = 0 there).
+    """
+
+    feedback_entry = "cell"
+    uses_bypass = True
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__(channels, in_channels, config)
+        depth = config.cell_depth or channels
+        self.config = config
+        self.state_channels = {"h": channels, "c": depth}
+        self.from_h = StateConv(
+            channels, [(channels, config.tau_kernel), (depth, config.gate_kernel)], separable=True
+        )
+        self.from_c = StateConv(
+            depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)], separable=True
+        )
+        self.to_cell = same_conv(channels, depth, config.input_kernel)
+        self.to_out = (
+            same_conv(channels, channels, config.out_kernel) if config.out_kernel else None
+        )
+        self.use_bypass = config.bypass
+        self.project = (
+            nn.Conv2d(in_channels, channels, 1, bias=False)
+            if config.bypass and in_channels != channels
+            else None
+        )
+        self._out = activation(config.out_activation)
+        self._cell = activation(config.cell_activation)
+
+    def _drive(self, x: Tensor, feedback: Tensor | None, bypass: Tensor | None) -> Tensor:
+        """The output drive W_xh * x + P r + f."""
+        drive = self.to_out(x) if self.to_out is not None else x
+        if self.use_bypass:
+            if bypass is None:
+                raise ValueError("the median RGC needs the layer's input as `bypass`")
+            if bypass.shape[-2:] != x.shape[-2:]:
+                bypass = F.interpolate(bypass, size=x.shape[-2:], mode="bilinear")
+            drive = drive + (self.project(bypass) if self.project is not None else bypass)
+        if feedback is not None:
+            drive = drive + feedback
+        return drive
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        h, c = _get(state, "h"), _get(state, "c")
+        hh, hc = self.from_h(h)
+        cc, ch = self.from_c(c)
+        c_next = reciprocal_update(c, self.to_cell(x), cc, hc, self.config, self._cell)
+        h_next = reciprocal_update(
+            h, self._drive(x, feedback, bypass), hh, ch, self.config, self._out
+        )
+        return h_next, {"h": h_next, "c": c_next}
+
+
+@CELLS.register("timedecay")
+class TimeDecayCell(Cell):
+    """Time decay (Nayebi et al. 2018, Sec. 3): h' = m . h + x, m = sigmoid(a) learned per channel.
+
+    Reads: decay (the initial m).
+    """
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__(channels, in_channels, config)
+        self.initial_decay = config.decay
+        self.state_channels = {"h": channels}
+        self.decay_logit = nn.Parameter(torch.empty(channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.decay_logit.fill_(math.log(self.initial_decay / (1.0 - self.initial_decay)))
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        h = _get(state, "h")
+        h_next = x if h is None else torch.sigmoid(self.decay_logit).view(1, -1, 1, 1) * h + x
+        return h_next, {"h": h_next}
+
+
+@CELLS.register("simplernn")
+class VanillaRNNCell(Cell):
+    """Vanilla convolutional RNN: h' = out_act(x + W_hh * h + b).
+
+    Reads: kernel_size, out_activation.
+    """
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__(channels, in_channels, config)
+        self.state_channels = {"h": channels}
+        self.from_h = StateConv(channels, [(channels, config.kernel_size)])
+        self._out = activation(config.out_activation)
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        (hh,) = self.from_h(_get(state, "h"))
+        h_next = self._out(x + hh)
+        return h_next, {"h": h_next}
+
+
+@CELLS.register("gru")
+class ConvGRUCell(Cell):
+    """Convolutional GRU (Ballas et al. 2016):
+
+        z = sigmoid(W_xz * x + W_hz * h + b_z),  r = sigmoid(W_xr * x + W_hr * h + b_r)
+        n = tanh(W_xn * x + W_hn * (r . h) + b_n),  h' = (1 - z) . h + z . n
+
+    Reads: kernel_size.
+    """
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__(channels, in_channels, config)
+        k = config.kernel_size
+        self.state_channels = {"h": channels}
+        self.from_x = StateConv(channels, [(channels, k)] * 3)
+        self.from_h = StateConv(channels, [(channels, k)] * 2)
+        self.from_rh = StateConv(channels, [(channels, k)])
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        h = _get(state, "h")
+        xz, xr, xn = self.from_x(x)
+        hz, hr = self.from_h(h)
+        z = torch.sigmoid(xz + hz)
+        r = torch.sigmoid(xr + hr)
+        (rn,) = self.from_rh(None if h is None else r * h)
+        n = torch.tanh(xn + rn)
+        h_next = z * n if h is None else (1 - z) * h + z * n
+        return h_next, {"h": h_next}
+
+
+@CELLS.register("lstm")
+class ConvLSTMCell(Cell):
+    """Convolutional LSTM (Shi et al. 2015, without peepholes):
+
+        [i, f, o, g] = W_x * x + W_h * h + b
+        c' = sigmoid(f + forget_bias) . c + sigmoid(i) . tanh(g),  h' = sigmoid(o) . tanh(c')
+
+    Reads: kernel_size, forget_bias.
+    """
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__(channels, in_channels, config)
+        k = config.kernel_size
+        self.forget_bias = config.forget_bias
+        self.state_channels = {"h": channels, "c": channels}
+        self.from_x = StateConv(channels, [(channels, k)] * 4)
+        self.from_h = StateConv(channels, [(channels, k)] * 4)
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        c = _get(state, "c")
+        i, f, o, g = (
+            a + b for a, b in zip(self.from_x(x), self.from_h(_get(state, "h")), strict=True)
+        )
+        c_next = torch.sigmoid(i) * torch.tanh(g)
+        if c is not None:
+            c_next = c_next + torch.sigmoid(f + self.forget_bias) * c
+        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        return h_next, {"h": h_next, "c": c_next}
+
+
+@CELLS.register("ugrnn")
+class UGRNNCell(Cell):
+    """Update-gate RNN (Collins, Sohl-Dickstein & Sussillo 2017), convolutional:
+
+        g = sigmoid(W_xg * x + W_hg * h + b_g),  n = out_act(W_xn * x + W_hn * h + b_n)
+        h' = g . h + (1 - g) . n
+
+    Reads: kernel_size, out_activation.
+    """
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__(channels, in_channels, config)
+        k = config.kernel_size
+        self.state_channels = {"h": channels}
+        self.from_x = StateConv(channels, [(channels, k)] * 2)
+        self.from_h = StateConv(channels, [(channels, k)] * 2)
+        self._out = activation(config.out_activation)
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        h = _get(state, "h")
+        (xg, xn), (hg, hn) = self.from_x(x), self.from_h(h)
+        g = torch.sigmoid(xg + hg)
+        n = self._out(xn + hn)
+        h_next = (1 - g) * n if h is None else g * h + (1 - g) * n
+        return h_next, {"h": h_next}
+
+
+@CELLS.register("intersectionrnn")
+class IntersectionRNNCell(Cell):
+    """Intersection RNN (Collins et al. 2017), convolutional; output y, state h:
+
+        y_n = out_act(W_xy * x + W_hy * h + b),   h_n = tanh(W_xh * x + W_hh * h + b)
+        g_y = sigmoid(W_xgy * x + W_hgy * h + b), g_h = sigmoid(W_xgh * x + W_hgh * h + b)
+        y = g_y . x + (1 - g_y) . y_n,            h' = g_h . h + (1 - g_h) . h_n
+
+    Reads: kernel_size, out_activation.
+    """
+
+    def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
+        super().__init__(channels, in_channels, config)
+        k = config.kernel_size
+        self.state_channels = {"h": channels}
+        self.from_x = StateConv(channels, [(channels, k)] * 4)
+        self.from_h = StateConv(channels, [(channels, k)] * 4)
+        self._out = activation(config.out_activation)
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        h = _get(state, "h")
+        y_pre, h_pre, gy_pre, gh_pre = (
+            a + b for a, b in zip(self.from_x(x), self.from_h(h), strict=True)
+        )
+        g_y, g_h = torch.sigmoid(gy_pre), torch.sigmoid(gh_pre)
+        y = g_y * x + (1 - g_y) * self._out(y_pre)
+        h_new = (1 - g_h) * torch.tanh(h_pre)
+        if h is not None:
+            h_new = h_new + g_h * h
+        return y, {"h": h_new}
+
+
+@CELLS.register("none")
+class IdentityCell(Cell):
+    """No recurrence: the output is the drive and there is no state (feedforward layers)."""
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None,
+        feedback: Tensor | None = None,
+        bypass: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        return x, {}

@@ -1,0 +1,572 @@
+"""The ConvRNN graph and its unrolling in time (Nayebi et al. NeurIPS 2018, Sec. 3).
+
+A graph is a list of layers plus an explicit edge list. An edge (a, b) whose
+source comes before its target (or is "input", the image) is feedforward; one
+whose source comes at or after its target is a long-range feedback edge. Each
+layer's first feedforward edge is its main input. A layer is:
+
+    input aggregation -> convolution -> normalization, activation -> cell -> max pool
+
+The main input goes through the layer's convolution (stride allowed). Every other
+predecessor is resized bilinearly to the size of the convolution's output and
+projected by its own `feedback_kernel` convolution (no bias), feedforward edges
+first, feedback after; with feedback_kernel equal to the layer's kernel this is
+exactly the paper's concatenation of all predecessors before one convolution.
+The sum enters before the activation, or (median RGC) in the cell's output drive.
+
+Unrolling (layer l at step t+1 gets F_l of its predecessors' outputs at step t):
+
+- `biological`: every edge costs one time step: each layer reads the outputs its
+  predecessors had at the previous step, so the image reaches layer l (1-based)
+  at step l and the readout, one more edge, at step L+1; logits at an earlier step
+  do not depend on the image.
+- `full`: every layer runs every step on its feedforward predecessors' outputs of
+  the same step; feedback edges carry the previous step's outputs.
+
+Presentation: images (B, C, H, W) are shown for `image_off` steps, then a frame
+filled with `gray` (None: the image all `times` steps); sequences (B, T, C, H, W)
+are shown frame by frame for T steps. `readout` is "last" (logits (B, K) at the
+last step), "all" (per-step logits (B, T, K)) or an int step (0-based).
+
+The readout head is "logits" (global average pool, then Linear) or "features"
+(flatten, Linear, ReLU: an encoder whose `num_outputs` is a feature size).
+
+The state is created inside every forward call (all zeros), so every inner step
+and every task starts clean; parameters are plain nn.Parameters, so the module
+works under torch.func.functional_call and learn2learn's MAML clone / adapt.
+
+Stateful use (e.g. an actor-critic agent on Atari):
+
+    state = model.initial_state(batch_size)        # pytree: {"outputs": [...], "cells": [...]}
+    out, state = model.step(frame, state)          # frame (B, C, H, W) -> (B, num_outputs)
+    state = model.reset_state(state, done)         # zero the rows where done (B,) is True
+
+`step` advances the network by `steps_per_frame` internal time steps with the
+same frame (default 1; with the `full` unrolling one step carries the frame to the
+readout, with `biological` the readout lags the frame by L+1 internal steps) and
+returns the head's output at the last of them. The state holds every layer's
+output (for feedback and the biological delay) and every cell's state; it is a
+dict of lists of tensors, so `detach_state` / `reset_state` map over it. A forward
+call never reads it: forward always starts from zeros.
+
+With `channels_last` (the default) activations and convolution weights are kept
+in NHWC memory layout, which mkldnn and cuDNN run faster; the parameters are still
+plain dense tensors (`reshape`, `copy_`, `state_dict` work as usual; `view(-1)` on
+a 4-D weight does not).
+
+`set_recurrence(False)` switches every cell and feedback edge off (an ablation):
+the network is then its feedforward twin, with identical outputs for the same
+weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from experiments.errors import UserError
+from models.cells import MONOTONE, Cell, CellConfig, State, activation, build_cell, same_conv
+
+UNROLLS = ("biological", "full")
+HEADS = ("logits", "features")
+NORMS = ("none", "batch", "layer")
+INPUT = "input"
+
+NetworkState = dict[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a ConvRNN graph."""
+
+    name: str
+    channels: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int | None = None
+    """Zero padding of the layer's convolution (None: kernel_size // 2)."""
+    pool: int = 1
+    """Max-pool window and stride after the cell (1: none; ceil mode, like TF "SAME")."""
+    recurrent: bool = True
+    """Whether the layer carries the network's cell (False: a feedforward layer)."""
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Layers in feedforward order and an explicit (source, target) edge list."""
+
+    layers: tuple[LayerSpec, ...]
+    edges: tuple[tuple[str, str], ...]
+
+    def index(self, name: str) -> int:
+        """Position of node `name` (-1 for the input)."""
+        if name == INPUT:
+            return -1
+        for i, layer in enumerate(self.layers):
+            if layer.name == name:
+                return i
+        raise UserError(
+            f"edge names unknown node {name!r}; nodes: {INPUT}, "
+            + ", ".join(layer.name for layer in self.layers)
+        )
+
+    def is_feedback(self, edge: tuple[str, str]) -> bool:
+        """Whether `edge` goes back (or sideways) in the feedforward order."""
+        return self.index(edge[0]) >= self.index(edge[1])
+
+    def without_feedback(self) -> GraphSpec:
+        """The same graph with every feedback edge removed."""
+        return replace(self, edges=tuple(e for e in self.edges if not self.is_feedback(e)))
+
+    def scaled(self, width: float) -> GraphSpec:
+        """Every layer's channel count multiplied by `width` (at least 1)."""
+        return replace(
+            self,
+            layers=tuple(
+                replace(layer, channels=max(1, round(layer.channels * width)))
+                for layer in self.layers
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where one layer's inputs come from: graph positions (-1: the frame)."""
+
+    main: int
+    feedforward: tuple[tuple[str, int], ...]
+    feedback: tuple[tuple[str, int], ...]
+
+
+def _plan(graph: GraphSpec) -> list[_Sources]:
+    """Each layer's main input, extra feedforward inputs and feedback inputs."""
+    names = [layer.name for layer in graph.layers]
+    if len(set(names)) != len(names) or INPUT in names:
+        raise UserError(f"layer names must be unique and not {INPUT!r}: {names}")
+    if len(set(graph.edges)) != len(graph.edges):
+        raise UserError("the edge list holds an edge twice")
+    plans = []
+    for i, layer in enumerate(graph.layers):
+        sources = [graph.index(a) for a, b in graph.edges if b == layer.name]
+        if i in sources:
+            raise UserError(f"self edge on {layer.name!r}: local recurrence is the cell's job")
+        ff = [j for j in sources if j < i]
+        if not ff:
+            raise UserError(f"layer {layer.name!r} has no feedforward input edge")
+        plans.append(
+            _Sources(
+                main=ff[0],
+                feedforward=tuple((names[j], j) for j in ff[1:]),
+                feedback=tuple((names[j], j) for j in sources if j > i),
+            )
+        )
+    return plans
+
+
+def make_norm(name: str, channels: int) -> nn.Module:
+    """BatchNorm, LayerNorm over (C, H, W) (GroupNorm with one group), or nothing."""
+    if name == "batch":
+        return nn.BatchNorm2d(channels)
+    if name == "layer":
+        return nn.GroupNorm(1, channels)
+    if name == "none":
+        return nn.Identity()
+    raise UserError(f"unknown norm {name!r}; accepted: {', '.join(NORMS)}")
+
+
+def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize to `size` (no-op when already there)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class Layer(nn.Module):
+    """Input aggregation, convolution, normalization + activation, cell, pooling."""
+
+    def __init__(
+        self,
+        spec: LayerSpec,
+        in_channels: int,
+        extra_inputs: Mapping[str, int],
+        cell: Cell,
+        norm: str,
+        activation_name: str,
+        extra_kernel: int,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.channels_last = channels_last
+        padding = spec.kernel_size // 2 if spec.padding is None else spec.padding
+        self.conv = nn.Conv2d(
+            in_channels,
+            spec.channels,
+            spec.kernel_size,
+            stride=spec.stride,
+            padding=padding,
+            bias=norm == "none",
+        )
+        self.extra = nn.ModuleDict(
+            {
+                name: same_conv(ch, spec.channels, extra_kernel, bias=False)
+                for name, ch in extra_inputs.items()
+            }
+        )
+        self.norm = make_norm(norm, spec.channels)
+        self.cell = cell
+        self.pool: nn.Module = (
+            nn.MaxPool2d(spec.pool, ceil_mode=True) if spec.pool > 1 else nn.Identity()
+        )
+        self._act = activation(activation_name)
+        self._pool_first = activation_name in MONOTONE and spec.pool > 1
+
+    def convolve(self, ff: Tensor) -> Tensor:
+        """The layer's convolution of its main input (NHWC in memory if channels_last)."""
+        z = self.conv(ff)
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        return z
+
+    @property
+    def has_cell(self) -> bool:
+        return bool(self.cell.state_channels)
+
+    def forward(
+        self,
+        ff: Tensor,
+        extra: Mapping[str, Tensor],
+        state: State | None,
+        recurrent: bool,
+        z: Tensor | None = None,
+    ) -> tuple[Tensor, State | None]:
+        """Output of the layer (after pooling) and the cell's next state.
+
+        `z` is `self.conv(ff)` when the caller already has it (an unchanged input).
+        """
+        if z is None:
+            z = self.convolve(ff)
+        feedback: Tensor | None = None
+        for name, source in extra.items():
+            projected = self.extra[name](resize(source, (z.shape[-2], z.shape[-1])))
+            feedback = projected if feedback is None else feedback + projected
+        if feedback is not None and self.cell.feedback_entry == "input":
+            z = z + feedback
+            feedback = None
+        z = self.norm(z)
+        if not (recurrent and self.has_cell) and self._pool_first:
+            return self._act(self.pool(z)), state  # = pool(act(z)): act is monotone
+        z = self._act(z)
+        if recurrent:
+            z, state = self.cell(z, state, feedback=feedback, bypass=ff)
+        return self.pool(z), state
+
+
+class Head(nn.Module):
+    """Readout: "logits" = global average pool + Linear; "features" = flatten + Linear + ReLU."""
+
+    def __init__(self, kind: str, channels: int, size: tuple[int, int], num_outputs: int) -> None:
+        super().__init__()
+        if kind not in HEADS:
+            raise UserError(f"unknown head {kind!r}; accepted: {', '.join(HEADS)}")
+        self.kind = kind
+        fan_in = channels if kind == "logits" else channels * size[0] * size[1]
+        self.linear = nn.Linear(fan_in, num_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "logits":
+            return self.linear(x.mean(dim=(2, 3)))
+        return F.relu(self.linear(x.flatten(1)))
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class _Scratch:
+    """Per-call memo keyed by the identity of each layer's main input, so that an
+    unchanged input (a constant image, the output of an unchanged layer) is not
+    convolved again: the convolution of the main input of every layer, and the
+    whole output of a layer that has no state and no extra input. Also the zero
+    tensors that stand for outputs not produced yet."""
+
+    def __init__(self, layers: int) -> None:
+        self.conv: list[tuple[Tensor, Tensor] | None] = [None] * layers
+        self.static: list[tuple[Tensor, Tensor] | None] = [None] * layers
+        self.zeros: dict[tuple[int, ...], Tensor] = {}
+
+    def main_conv(self, index: int, layer: Layer, ff: Tensor) -> Tensor:
+        """`layer.conv(ff)`, reused while `ff` is the same tensor."""
+        memo = self.conv[index]
+        if memo is not None and memo[0] is ff:
+            return memo[1]
+        z = layer.convolve(ff)
+        self.conv[index] = (ff, z)
+        return z
+
+    def zeros_like(self, reference: Tensor, channels: int, size: tuple[int, int]) -> Tensor:
+        shape = (reference.shape[0], channels, *size)
+        if shape not in self.zeros:
+            self.zeros[shape] = torch.zeros(
+                shape, device=reference.device, dtype=reference.dtype
+            ).contiguous(memory_format=_memory_format(reference))
+        return self.zeros[shape]
+
+
+def _parse_readout(readout: str | int) -> str | int:
+    if isinstance(readout, str) and readout.isdigit():
+        return int(readout)
+    if isinstance(readout, bool) or not (isinstance(readout, int) or readout in ("last", "all")):
+        raise UserError(f"unknown readout {readout!r}; accepted: last, all, or a step index >= 0")
+    if isinstance(readout, int) and readout < 0:
+        raise UserError(f"readout step must be >= 0, got {readout}")
+    return readout
+
+
+class ConvRNN(nn.Module):
+    """A convolutional recurrent network unrolled in time (see the module docstring)."""
+
+    def __init__(
+        self,
+        graph: GraphSpec,
+        input_shape: tuple[int, int, int],
+        num_outputs: int,
+        *,
+        cell: str = "rgc",
+        cell_config: CellConfig | None = None,
+        unroll: str = "biological",
+        times: int = 17,
+        image_off: int | None = 12,
+        gray: float = 0.5,
+        readout: str | int = "last",
+        feedback: bool = True,
+        norm: str = "none",
+        activation_name: str = "elu",
+        head: str = "logits",
+        feedback_kernel: int = 1,
+        steps_per_frame: int = 1,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if unroll not in UNROLLS:
+            raise UserError(f"unknown unroll mode {unroll!r}; accepted: {', '.join(UNROLLS)}")
+        if times < 1 or steps_per_frame < 1 or feedback_kernel < 1:
+            raise UserError(
+                "times, steps_per_frame and feedback_kernel must be >= 1, got "
+                f"{times}, {steps_per_frame}, {feedback_kernel}"
+            )
+        if image_off is not None and image_off < 1:
+            raise UserError(f"image_off must be >= 1 (or None: constant image), got {image_off}")
+        if len(input_shape) != 3:
+            raise UserError(f"input_shape must be (C, H, W), got {input_shape}")
+        self.graph = graph if feedback else graph.without_feedback()
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.unroll = unroll
+        self.times = times
+        self.image_off = image_off
+        self.gray = gray
+        self.readout = _parse_readout(readout)
+        if isinstance(self.readout, int) and self.readout >= times:
+            raise UserError(f"readout step {self.readout} is not below times={times}")
+        self.steps_per_frame = steps_per_frame
+        self.recurrent = True
+        cell_config = cell_config or CellConfig()
+        self._plans = _plan(self.graph)
+        self.channels_last = channels_last
+        self._build_layers(cell, cell_config, norm, activation_name, feedback_kernel)
+        last = self.graph.layers[-1]
+        self.head = Head(head, last.channels, self.out_sizes[-1], num_outputs)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _build_layers(
+        self, cell: str, config: CellConfig, norm: str, act: str, feedback_kernel: int
+    ) -> None:
+        channels_in, height, width = self.input_shape
+        channels = [layer.channels for layer in self.graph.layers]
+        self.in_sizes: list[tuple[int, int]] = []
+        self.conv_sizes: list[tuple[int, int]] = []
+        self.out_sizes: list[tuple[int, int]] = []
+        self.layers = nn.ModuleDict()
+        for spec, plan in zip(self.graph.layers, self._plans, strict=True):
+            src_channels = channels_in if plan.main < 0 else channels[plan.main]
+            size = (height, width) if plan.main < 0 else self.out_sizes[plan.main]
+            padding = spec.kernel_size // 2 if spec.padding is None else spec.padding
+            conv = tuple((s + 2 * padding - spec.kernel_size) // spec.stride + 1 for s in size)
+            out = tuple(math.ceil(s / spec.pool) for s in conv)
+            if min(conv) < 1:
+                raise UserError(
+                    f"input {self.input_shape} is too small: layer {spec.name!r} would get {size}"
+                )
+            self.in_sizes.append(size)
+            self.conv_sizes.append((conv[0], conv[1]))
+            self.out_sizes.append((out[0], out[1]))
+            extra = {n: channels[j] for n, j in plan.feedforward + plan.feedback}
+            layer_cell = build_cell(
+                cell if spec.recurrent else "none", spec.channels, src_channels, config
+            )
+            self.layers[spec.name] = Layer(
+                spec,
+                src_channels,
+                extra,
+                layer_cell,
+                norm,
+                act,
+                feedback_kernel,
+                self.channels_last,
+            )
+
+    def layer_list(self) -> list[Layer]:
+        """The layers in feedforward order."""
+        return [layer for layer in self.layers.values() if isinstance(layer, Layer)]
+
+    def set_recurrence(self, enabled: bool) -> ConvRNN:
+        """Switch every cell and feedback edge on or off (off: the feedforward twin)."""
+        self.recurrent = enabled
+        return self
+
+    def _check_frame(self, x: Tensor, what: str) -> None:
+        if tuple(x.shape[-3:]) != self.input_shape:
+            raise UserError(
+                f"{what} of shape {tuple(x.shape)} does not match the input shape "
+                f"{self.input_shape} (C, H, W) this model was built for"
+            )
+
+    def _schedule(self, x: Tensor) -> tuple[Callable[[int], Tensor], int]:
+        """The frame shown at each step, and the number of steps."""
+        if x.dim() == 5:
+            self._check_frame(x, "input sequence")
+            return (lambda t: x[:, t]), x.shape[1]
+        if x.dim() != 4:
+            raise UserError(
+                f"input must be images (B, C, H, W) or sequences (B, T, C, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
+        self._check_frame(x, "input")
+        image_off = self.image_off
+        if image_off is None or image_off >= self.times:
+            return (lambda t: x), self.times
+        blank = torch.full_like(x, self.gray)
+        return (lambda t: x if t < image_off else blank), self.times
+
+    def _tick(
+        self,
+        frame: Tensor,
+        outputs: list[Tensor | None],
+        cells: list[State | None],
+        scratch: _Scratch,
+    ) -> tuple[list[Tensor | None], list[State | None], Tensor]:
+        """Advance every layer by one time step; return outputs, cell states, readout input."""
+        full = self.unroll == "full"
+        new_outputs: list[Tensor | None] = []
+        new_cells: list[State | None] = []
+        for i, (layer, plan) in enumerate(zip(self.layer_list(), self._plans, strict=True)):
+            now = new_outputs if full else outputs
+            ff = frame if plan.main < 0 else now[plan.main]
+            if ff is None:
+                ff = scratch.zeros_like(
+                    frame, self.graph.layers[plan.main].channels, self.in_sizes[i]
+                )
+            extra = {n: now[j] for n, j in plan.feedforward if now[j] is not None}
+            if self.recurrent:
+                extra.update({n: outputs[j] for n, j in plan.feedback if outputs[j] is not None})
+            static = not extra and not (self.recurrent and layer.has_cell)
+            memo = scratch.static[i]
+            if static and memo is not None and memo[0] is ff:
+                out, state = memo[1], cells[i]
+            else:
+                z = scratch.main_conv(i, layer, ff)
+                out, state = layer(ff, extra, cells[i], self.recurrent, z)
+                if static:
+                    scratch.static[i] = (ff, out)
+            new_outputs.append(out)
+            new_cells.append(state)
+        top = new_outputs[-1] if full else outputs[-1]
+        if top is None:
+            top = scratch.zeros_like(frame, self.graph.layers[-1].channels, self.out_sizes[-1])
+        return new_outputs, new_cells, top
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (B, K) at the readout step, or (B, T, K) at every step for readout="all"."""
+        frame_at, times = self._schedule(x)
+        readout = self.readout
+        if isinstance(readout, int) and readout >= times:
+            raise UserError(f"readout step {readout} is not below the {times} steps unrolled")
+        steps = readout + 1 if isinstance(readout, int) else times
+        count = len(self.layers)
+        outputs: list[Tensor | None] = [None] * count
+        cells: list[State | None] = [None] * count
+        scratch = _Scratch(count)
+        logits = []
+        for t in range(steps):
+            outputs, cells, top = self._tick(frame_at(t), outputs, cells, scratch)
+            if readout == "all" or t == steps - 1:
+                logits.append(self.head(top))
+        return torch.stack(logits, dim=1) if readout == "all" else logits[-1]
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> NetworkState:
+        """All-zero network state for `batch_size` streams (see the module docstring)."""
+        reference = next(self.parameters())
+        device = device or reference.device
+        dtype = dtype or reference.dtype
+        outputs = [
+            torch.zeros(batch_size, spec.channels, *size, device=device, dtype=dtype)
+            for spec, size in zip(self.graph.layers, self.out_sizes, strict=True)
+        ]
+        cells = [
+            layer.cell.initial_state(batch_size, size, device=device, dtype=dtype)
+            for layer, size in zip(self.layer_list(), self.conv_sizes, strict=True)
+        ]
+        return {"outputs": outputs, "cells": cells}
+
+    def step(self, x: Tensor, state: NetworkState) -> tuple[Tensor, NetworkState]:
+        """Advance by `steps_per_frame` internal steps on frame x (B, C, H, W); carry `state`."""
+        if x.dim() != 4:
+            raise UserError(f"step takes one frame (B, C, H, W), got shape {tuple(x.shape)}")
+        self._check_frame(x, "frame")
+        outputs: list[Tensor | None] = list(state["outputs"])
+        cells: list[State | None] = list(state["cells"])
+        scratch = _Scratch(len(self.layers))
+        top = x
+        for _ in range(self.steps_per_frame):
+            outputs, cells, top = self._tick(x, outputs, cells, scratch)
+        return self.head(top), {"outputs": outputs, "cells": cells}
+
+    def reset_state(self, state: NetworkState, done: Tensor) -> NetworkState:
+        """Zero every state tensor of the streams where `done` (B,) is True."""
+        finished = done.to(torch.bool)
+        return map_state(
+            state, lambda t: t.masked_fill(finished.view(-1, *([1] * (t.dim() - 1))), 0.0)
+        )
+
+
+def map_state(state: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """Apply `fn` to every tensor of a state pytree (dicts, lists, tuples of tensors)."""
+    if isinstance(state, Tensor):
+        return fn(state)
+    if isinstance(state, dict):
+        return {k: map_state(v, fn) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(map_state(v, fn) for v in state)
+    return state
+
+
+def detach_state(state: Any) -> Any:
+    """The state with every tensor detached from the autograd graph (truncated BPTT)."""
+    return map_state(state, Tensor.detach)

@@ -1,0 +1,464 @@
+"""The ConvRNN graph, its unrollings, the named configurations and meta-learning fitness."""
+
+from __future__ import annotations
+
+import learn2learn as l2l
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+import models
+from experiments.errors import UserError
+from models.cells import CELLS, CellConfig
+from models.convrnn import ConvRNN, GraphSpec, LayerSpec, detach_state
+from models.convrnn_configs import NAMED, parameter_counts
+
+TINY = {"width": 1 / 16}  # 4-32 channels instead of 64-512
+SHAPE = (2, 12, 12)
+
+
+def small_graph() -> GraphSpec:
+    """Three layers, a skip edge c1->c3 and feedback edges c3->c2 and c3->c1."""
+    return GraphSpec(
+        layers=(
+            LayerSpec("c1", 4, pool=2, recurrent=False),
+            LayerSpec("c2", 4, pool=2),
+            LayerSpec("c3", 5),
+        ),
+        edges=(
+            ("input", "c1"),
+            ("c1", "c2"),
+            ("c2", "c3"),
+            ("c1", "c3"),
+            ("c3", "c2"),
+            ("c3", "c1"),
+        ),
+    )
+
+
+def small(cell: str = "rgc", seed: int = 0, **options) -> ConvRNN:
+    torch.manual_seed(seed)
+    options.setdefault("cell_config", CellConfig(cell_depth=3))
+    return ConvRNN(small_graph(), SHAPE, 3, cell=cell, **options).double()
+
+
+def images(n: int = 2, shape=SHAPE, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed)).double()
+
+
+# --- registry and options ---------------------------------------------------------------
+
+
+def test_every_named_configuration_and_its_twin_is_registered():
+    for name in ("rgc_shallow", "rgc_intermediate", "ugrnn_intermediate"):
+        assert name in models.MODELS and f"{name}_ff" in models.MODELS
+    for name in ("convrnn_glyph", "convrnn_atari"):
+        assert name in models.MODELS and f"{name}_ff" in models.MODELS
+
+
+def test_options_are_checked_against_the_builder_signature():
+    with pytest.raises(UserError, match=r"unknown option 'gate_ofset'.*gate_offset"):
+        models.build("rgc_intermediate", (3, 64, 64), 10, gate_ofset=0.5)
+    model = models.build("convrnn_glyph", (1, 28, 28), 5, cell="ugrnn", times=2, tau_kernel=5)
+    assert isinstance(model.layers["conv3"].cell, CELLS.get("ugrnn"))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"cell": "lstmm"}, "unknown cell 'lstmm'"),
+        ({"unroll": "sideways"}, r"unknown unroll mode 'sideways'; accepted: biological, full"),
+        ({"readout": "middle"}, "unknown readout 'middle'"),
+        ({"readout": 5}, "readout step 5 is not below times=3"),
+        ({"norm": "instance"}, "unknown norm 'instance'"),
+        ({"head": "pooled"}, "unknown head 'pooled'"),
+        ({"activation": "swish"}, "unknown activation 'swish'"),
+        ({"width": 0}, "width must be > 0"),
+    ],
+)
+def test_bad_option_values_are_user_errors(options, match):
+    with pytest.raises(UserError, match=match):
+        models.build("convrnn_glyph", (1, 28, 28), 5, **options)
+
+
+def test_wrong_input_is_a_user_error_naming_the_built_shape():
+    model = models.build("convrnn_glyph", (1, 28, 28), 5)
+    with pytest.raises(UserError, match=r"\(2, 3, 28, 28\).*\(1, 28, 28\)"):
+        model(torch.zeros(2, 3, 28, 28))
+    with pytest.raises(UserError, match=r"\(2, 1, 32, 32\).*\(1, 28, 28\)"):
+        model(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(UserError, match=r"images .* or sequences"):
+        model(torch.zeros(28, 28))
+    with pytest.raises(UserError, match="too small"):
+        models.build("convrnn_atari", (4, 6, 6), 5)
+
+
+def test_graph_errors_are_user_errors():
+    layers = (LayerSpec("a", 2), LayerSpec("b", 2))
+    with pytest.raises(UserError, match="unknown node 'z'"):
+        ConvRNN(GraphSpec(layers, (("input", "a"), ("a", "b"), ("z", "b"))), (1, 8, 8), 2)
+    with pytest.raises(UserError, match="no feedforward input"):
+        ConvRNN(GraphSpec(layers, (("input", "a"), ("b", "a"))), (1, 8, 8), 2)
+    with pytest.raises(UserError, match="self edge"):
+        ConvRNN(GraphSpec(layers, (("input", "a"), ("a", "b"), ("b", "b"))), (1, 8, 8), 2)
+
+
+def test_rgc_intermediate_parameter_count_is_near_the_published_15m():
+    counts = parameter_counts()
+    ours, published = counts["rgc_intermediate"]["params"], counts["rgc_intermediate"]["published"]
+    assert published == 15_000_000
+    assert abs(ours - published) / published < 0.05
+    assert counts["rgc_intermediate_ff"]["params"] < ours
+
+
+def test_median_model_layers_and_feedback_edges():
+    model = models.build("rgc_intermediate", (3, 224, 224), 1000, **TINY)
+    assert list(model.layers) == [f"conv{i}" for i in range(1, 11)]
+    cells = [name for name, layer in model.layers.items() if layer.has_cell]
+    assert cells == [f"conv{i}" for i in range(4, 11)]
+    feedback = {(src, dst) for dst, layer in model.layers.items() for src in layer.extra}
+    assert feedback == {
+        ("conv8", "conv5"),
+        ("conv9", "conv6"),
+        ("conv10", "conv7"),
+        ("conv7", "conv6"),
+        ("conv10", "conv9"),
+    }
+    assert model.out_sizes[-1] == (4, 4)
+    assert all(
+        conv.kernel_size == (1, 1)
+        for layer in model.layers.values()
+        for conv in layer.extra.values()
+    )
+
+
+# --- shapes, readout, determinism ------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [28, 64, 84, 224])
+@pytest.mark.parametrize("name", ["rgc_shallow", "rgc_intermediate", "ugrnn_intermediate"])
+def test_published_models_give_logits_for_every_input_size(name, size):
+    model = models.build(name, (3, size, size), 7, times=3, **TINY)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, size, size))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("size", [28, 64, 84, 224])
+def test_small_models_give_outputs_for_every_input_size(size):
+    glyph = models.build("convrnn_glyph", (1, size, size), 20, width=0.25)
+    with torch.no_grad():
+        assert glyph(torch.rand(3, 1, size, size)).shape == (3, 20)
+    if size < 36:  # the Atari encoder's unpadded 8/4/3 convolutions need 36 pixels
+        with pytest.raises(UserError, match="too small: layer 'conv3'"):
+            models.build("convrnn_atari", (4, size, size), 16)
+        return
+    atari = models.build("convrnn_atari", (4, size, size), 16, width=0.25)
+    with torch.no_grad():
+        features = atari(torch.rand(3, 4, size, size))
+    assert features.shape == (3, 16) and (features >= 0).all()
+
+
+def test_per_step_and_chosen_step_readouts_agree_with_the_last():
+    every = small(readout="all", times=6)
+    x = images()
+    logits = every(x)
+    assert logits.shape == (2, 6, 3)
+    last = small(readout="last", times=6)
+    torch.testing.assert_close(last(x), logits[:, -1])
+    chosen = small(readout=2, times=6)
+    torch.testing.assert_close(chosen(x), logits[:, 2])
+    sequence = every(x.unsqueeze(1).expand(-1, 4, -1, -1, -1))
+    assert sequence.shape == (2, 4, 3)
+
+
+def test_determinism_under_a_seed():
+    torch.manual_seed(0)
+    a = models.build("rgc_intermediate", (3, 64, 64), 5, times=12, **TINY)
+    torch.manual_seed(0)
+    b = models.build("rgc_intermediate", (3, 64, 64), 5, times=12, **TINY)
+    x = torch.rand(2, 3, 64, 64)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    out = a(x)
+    assert torch.equal(out, b(x))
+    assert torch.equal(out, a(x)), "a forward call must not leak state into the next"
+
+
+# --- unrolling --------------------------------------------------------------------------
+
+
+def test_biological_unrolling_delays_the_image_by_one_step_per_edge():
+    """Logits before step L (10 layers + the readout edge) do not depend on the image."""
+    model = models.build("rgc_intermediate", (3, 32, 32), 4, readout="all", **TINY)
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    lx, ly = model(x), model(y)
+    assert lx.shape == (2, 17, 4)
+    torch.testing.assert_close(lx[:, :10], ly[:, :10], rtol=0, atol=0)
+    assert (lx[:, 10] - ly[:, 10]).abs().max() > 1e-6
+
+
+def test_full_unrolling_reads_the_image_at_the_first_step():
+    model = small(readout="all", unroll="full", times=3)
+    x, y = images(seed=1), images(seed=2)
+    assert (model(x)[:, 0] - model(y)[:, 0]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("unroll", ["biological", "full"])
+def test_presentation_schedule_is_the_image_then_gray(unroll):
+    model = small(unroll=unroll, times=7, image_off=3, gray=0.25, readout="all")
+    x = images()
+    gray = torch.full_like(x, 0.25)
+    movie = torch.stack([x, x, x, gray, gray, gray, gray], dim=1)
+    torch.testing.assert_close(model(x), model(movie))
+    constant = small(unroll=unroll, times=7, image_off=None, readout="all")
+    torch.testing.assert_close(constant(x), constant(x.unsqueeze(1).expand(-1, 7, -1, -1, -1)))
+
+
+def test_full_unrolling_matches_a_hand_unrolled_reference():
+    """Layer by layer with feedback from the previous step, written out for the small graph."""
+    model = small(unroll="full", times=3, readout="all", image_off=None)
+    x = images()
+    c1, c2, c3 = model.layers.values()
+
+    def layer(lay, ff, extra, state):
+        return lay(ff, extra, state, True)
+
+    o3 = None
+    s2 = s3 = None
+    expected = []
+    for _ in range(3):
+        fb1 = {} if o3 is None else {"c3": o3}
+        fb2 = {} if o3 is None else {"c3": o3}
+        n1, _ = layer(c1, x, fb1, None)
+        n2, s2 = layer(c2, n1, fb2, s2)
+        n3, s3 = layer(c3, n2, {"c1": n1}, s3)
+        o3 = n3
+        expected.append(model.head(o3))
+    torch.testing.assert_close(model(x), torch.stack(expected, dim=1))
+
+
+def test_feedforward_twin_equals_the_convrnn_with_its_cells_switched_off():
+    name = "rgc_intermediate"
+    torch.manual_seed(0)
+    convrnn = models.build(name, (3, 64, 64), 6, **TINY)
+    twin = models.build(f"{name}_ff", (3, 64, 64), 6, **TINY)
+    missing, unexpected = twin.load_state_dict(convrnn.state_dict(), strict=False)
+    assert missing == []
+    assert unexpected and all(".cell." in k or ".extra." in k for k in unexpected)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = twin(x)
+        assert (convrnn(x) - reference).abs().max() > 1e-6
+        convrnn.set_recurrence(False)
+        torch.testing.assert_close(convrnn(x), reference, rtol=0, atol=0)
+
+
+def test_glyph_twin_with_batchnorm_matches_in_train_and_eval_mode():
+    torch.manual_seed(0)
+    convrnn = models.build("convrnn_glyph", (1, 28, 28), 5, width=0.25)
+    twin = models.build("convrnn_glyph_ff", (1, 28, 28), 5, width=0.25)
+    twin.load_state_dict(convrnn.state_dict(), strict=False)
+    convrnn.set_recurrence(False)
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(convrnn(x), twin(x), rtol=0, atol=0)
+    convrnn.eval()
+    twin.eval()
+    torch.testing.assert_close(convrnn(x), twin(x), rtol=0, atol=0)
+
+
+# --- gradients through time --------------------------------------------------------------
+
+
+def assert_every_parameter_has_a_gradient(model: nn.Module) -> None:
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_gradients_reach_every_parameter_of_the_median_model_through_time():
+    model = models.build("rgc_intermediate", (3, 64, 64), 5, **TINY)
+    model(torch.rand(2, 3, 64, 64)).logsumexp(1).sum().backward()
+    assert_every_parameter_has_a_gradient(model)
+    assert any(".extra.conv8" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("cell", [name for name in CELLS if name != "none"])
+@pytest.mark.parametrize("unroll", ["biological", "full"])
+def test_gradients_reach_every_parameter_for_every_cell(cell, unroll):
+    model = small(cell, unroll=unroll, times=6, image_off=4)
+    F.cross_entropy(model(images()), torch.tensor([0, 2])).backward()
+    assert_every_parameter_has_a_gradient(model)
+
+
+# --- stateful use -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unroll", ["biological", "full"])
+def test_step_by_step_equals_the_unrolled_sequence(unroll):
+    model = small(unroll=unroll, readout="all")
+    frames = torch.randn(2, 5, *SHAPE, dtype=torch.float64)
+    unrolled = model(frames)
+    state = model.initial_state(2)
+    for t in range(5):
+        out, state = model.step(frames[:, t], state)
+        torch.testing.assert_close(out, unrolled[:, t])
+
+
+def test_steps_per_frame_repeats_each_frame():
+    model = small(unroll="full", readout="all", steps_per_frame=2)
+    frames = torch.randn(2, 3, *SHAPE, dtype=torch.float64)
+    unrolled = model(frames.repeat_interleave(2, dim=1))
+    state = model.initial_state(2)
+    for t in range(3):
+        out, state = model.step(frames[:, t], state)
+        torch.testing.assert_close(out, unrolled[:, 2 * t + 1])
+
+
+def test_reset_state_restarts_only_finished_episodes():
+    model = small(unroll="full")
+    frames = torch.randn(4, 2, *SHAPE, dtype=torch.float64)
+    state = model.initial_state(2)
+    for t in range(4):
+        _, state = model.step(frames[t], state)
+    state = detach_state(model.reset_state(state, torch.tensor([True, False])))
+    continued, _ = model.step(frames[0], state)
+    fresh, _ = model.step(frames[0], model.initial_state(2))
+    torch.testing.assert_close(continued[0], fresh[0])
+    assert (continued[1] - fresh[1]).abs().max() > 1e-6
+    leaves = [t for layer in state["cells"] for t in layer.values()] + state["outputs"]
+    assert all(not t.requires_grad for t in leaves)
+
+
+def test_atari_encoder_steps_with_relu_features():
+    model = models.build("convrnn_atari", (4, 84, 84), 32, width=0.5)
+    state = model.initial_state(3)
+    frame = torch.rand(3, 4, 84, 84)
+    features, state = model.step(frame, state)
+    assert features.shape == (3, 32) and (features >= 0).all()
+    torch.testing.assert_close(features, model(frame))
+    with pytest.raises(UserError, match="step takes one frame"):
+        model.step(frame.unsqueeze(1), state)
+
+
+# --- meta-learning fitness ------------------------------------------------------------------
+
+
+def test_functional_call_matches_the_module_and_differentiates_the_given_parameters():
+    model = small(times=4)
+    x = images()
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    out = functional_call(model, params, (x,))
+    torch.testing.assert_close(out, model(x))
+    shifted = {n: p + 0.01 for n, p in params.items()}
+    assert (functional_call(model, shifted, (x,)) - out).abs().max() > 1e-6
+    out.sum().backward()
+    assert all(p.grad is not None for p in params.values())
+
+
+def test_learn2learn_maml_clone_adapts_and_backpropagates_to_the_initialization():
+    torch.manual_seed(0)
+    model = models.build("convrnn_glyph", (1, 28, 28), 4, width=0.25)
+    maml = l2l.algorithms.MAML(model, lr=0.1)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 4, (8,))
+    learner = maml.clone()
+    before = F.cross_entropy(learner(x), y)
+    learner.adapt(before)
+    after = F.cross_entropy(learner(x), y)
+    assert after.item() < before.item()
+    after.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+    assert all(
+        not torch.equal(a, b) for a, b in zip(learner.parameters(), model.parameters(), strict=True)
+    )
+
+
+def test_every_forward_starts_from_a_clean_state_after_stateful_use():
+    model = small(unroll="full", times=3)
+    x = images()
+    first = model(x)
+    state = model.initial_state(2)
+    for _ in range(3):
+        _, state = model.step(images(seed=5), state)
+    torch.testing.assert_close(model(x), first, rtol=0, atol=0)
+
+
+def test_reinitialize_redraws_every_parameter():
+    model = models.build("rgc_intermediate", (3, 64, 64), 5, **TINY)
+    again = models.build("rgc_intermediate", (3, 64, 64), 5, **TINY)
+    models.reinitialize(model, seed=1)
+    models.reinitialize(again, seed=1)
+    for a, b in zip(model.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_named_configs_share_parameter_names_with_their_twins():
+    for name, config in NAMED.items():
+        if name.endswith("_ff"):
+            continue
+        shape = config.reference_input
+        rnn = config.build(shape, 3, {"width": 0.125})
+        twin = NAMED[f"{name}_ff"].build(shape, 3, {"width": 0.125})
+        assert set(twin.state_dict()) <= set(rnn.state_dict())
+
+
+@pytest.mark.slow
+def test_glyph_convrnn_learns_a_20_way_glyph_task_with_sgd():
+    """100 SGD steps (lr 0.1, batch 20) on a 20-way procedural glyph task: the training
+    loss falls from ln 20 to a small fraction and held-out drawings are mostly right."""
+    from tasks.glyphs import GlyphSpec, generate
+
+    glyphs = generate(GlyphSpec(alphabets=1, min_characters=20, max_characters=20, seed=3))
+    images = glyphs.alphabet(0)[:20]  # (20 characters, 20 drawers, 28, 28)
+    train = images[:, :15].reshape(-1, 1, 28, 28)
+    test = images[:, 15:].reshape(-1, 1, 28, 28)
+    y_train = torch.arange(20).repeat_interleave(15)
+    y_test = torch.arange(20).repeat_interleave(5)
+    torch.manual_seed(0)
+    model = models.build("convrnn_glyph", (1, 28, 28), 20)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(100):
+        index = torch.randint(0, len(train), (20,), generator=generator)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(train[index]), y_train[index])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(test).argmax(1) == y_test).float().mean().item()
+    assert sum(losses[-10:]) / 10 < 0.3 < 2.5 < sum(losses[:5]) / 5
+    assert accuracy > 0.8
+
+
+def test_channels_last_option_sets_the_layout_without_changing_the_outputs():
+    torch.manual_seed(0)
+    nhwc = models.build("convrnn_glyph", (1, 28, 28), 5, width=0.25)
+    torch.manual_seed(0)
+    nchw = models.build("convrnn_glyph", (1, 28, 28), 5, width=0.25, channels_last=False)
+    weight = nhwc.layers["conv3"].conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert nchw.layers["conv3"].conv.weight.is_contiguous()
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(nhwc(x), nchw(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["elu", "relu", "gelu"])
+def test_feedforward_layer_equals_convolution_norm_activation_pool(act):
+    """Written out: pool(act(norm(conv(x)))); monotone activations are applied after the
+    pool internally, which must not change the values or the gradients."""
+    torch.manual_seed(0)
+    model = models.build("convrnn_glyph", (1, 28, 28), 5, width=0.25, activation=act).double()
+    layer = model.layers["conv2"]
+    x = torch.randn(4, 8, 14, 14, dtype=torch.float64, requires_grad=True)
+    out, _ = layer(x, {}, None, True)
+    z = layer.norm(F.conv2d(x, layer.conv.weight, layer.conv.bias, padding=1))
+    reference = F.max_pool2d(getattr(F, act)(z), 2, ceil_mode=True)
+    torch.testing.assert_close(out, reference)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    (grad_ref,) = torch.autograd.grad(reference.square().sum(), x)
+    torch.testing.assert_close(grad, grad_ref)
