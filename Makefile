@@ -10,6 +10,8 @@ setup:
 demo: setup
 	$(BIN)/leap train experiment=glyphs_demo
 	$(BIN)/leap evaluate experiment=glyphs_demo
+	$(BIN)/leap train experiment=glyphs_demo_convrnn
+	$(BIN)/leap evaluate experiment=glyphs_demo_convrnn
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -30,6 +30,7 @@ TINY = [
 EXPERIMENTS: dict[str, list[str]] = {
     "glyphs_demo": [*SMALL_GLYPHS, "model.options.width=8"],
     "glyphs_leap": [*SMALL_GLYPHS, "model.options.width=8"],
+    "glyphs_demo_convrnn": [*SMALL_GLYPHS, "++model.options.width=0.25"],
 }
 
 
