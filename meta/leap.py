@@ -13,21 +13,47 @@ w_i = 1 / ||(Delta theta_i, Delta f_i)|| for the length metric (p = 1) and w_i =
 for the energy metric (p = 2, the derivative of the squared norm).
 
 Options: `loss_in_manifold=False` drops every Delta f term (in the sum and in the
-norm); `stabilizer=True` replaces Delta f_i by -|Delta f_i|, so that a step that
-raised the loss never pulls the initialization towards it; `final_segment=True`
-counts the segment theta_{K-1} -> theta_K (the paper's reference code drops it),
-using the loss at theta_K that every inner loop reports.
+norm); `stabilizer=True` replaces Delta f_i by -|Delta f_i| (in the sum and in the
+norm), so that a step that raised the loss never pulls the initialization towards it.
 
-The gradient is accumulated on the fly during the ordinary inner loop: per step,
-a handful of `torch._foreach_*` kernels over the parameters, no extra forward or
-backward pass, no host-device synchronisation, and memory that does not grow with K.
+Final segment: the paper's reference code drops the last segment theta_{K-1} ->
+theta_K. Here it is counted by default (`final_segment=True`), because Eq. 6 sums over
+all K segments of a K-step run and the loss at theta_K is measured anyway (every inner
+loop reports f(theta_K) through `TrajectoryHook.on_end`); without it, the last update
+of every task is invisible to the meta-gradient and a 1-step inner loop learns nothing.
+`final_segment=False` reproduces the reference code.
 
-Buffers (BatchNorm running statistics) are not part of the path: every task starts
-from the buffers the model had when Leap was built, as in the paper's code.
+The trajectory is read from the parameters themselves at each step, so any torch inner
+optimizer (SGD, momentum, Adam, RMSprop, ...) works. The gradient is accumulated on the
+fly during the ordinary inner loop: no extra forward or backward pass; memory that does
+not grow with K (five copies of the meta-learned parameters: theta_i, grad f(theta_i),
+the task's and the meta-batch's accumulators, and theta_0); no host-device
+synchronisation (every scalar stays a device tensor); and no per-parameter Python loop
+of tensor operations: per step, one `torch._foreach_sub_` and one `torch._foreach_copy_`
+over the parameters and their gradients, then a dot product and two multiply-adds on
+flat buffers (`meta.base.FlatBuffer`), whatever the number of parameter tensors. The
+gradient of f(theta_i) is copied because inner loops may modify it in place after the
+hook (A2C clips it).
+
+A parameter that gets no gradient in a step (an unused head, a skipped branch) counts
+with a zero gradient: it contributes only its Delta theta (zero under SGD, momentum,
+Adam and RMSprop, which skip it).
+
+Buffers (BatchNorm running statistics) are not on the path and are not meta-learned:
+every task starts from the buffers the model had when Leap was built, as in the paper's
+code. Carrying them over would start each task from the previous task's statistics,
+which depend on the order of the tasks rather than on the initialization.
+
+Parameter subsets: `parameters=[names]` meta-learns those only (the Atari encoder, say);
+the path, its length and its norm are measured in that subspace (plus the loss). Every
+other trainable parameter is drawn afresh for each task (`meta.base.FreshDraw`: its
+modules' own `reset_parameters()` under the seed `seed + n` for the n-th draw), so a
+task-specific head never inherits another task's training.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,8 +61,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from experiments.errors import UserError
-from meta.base import MetaLearner
+from experiments.errors import AllTasksDropped, UserError
+from meta.base import FlatBuffer, FreshDraw, MetaLearner
 from meta.registry import register
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task
 
@@ -47,74 +73,106 @@ class LeapTrajectory:
     """Accumulates one task's contribution to the Leap meta-gradient, step by step.
 
     Implements the `TrajectoryHook` protocol. Keeps the previous point (theta_i,
-    f(theta_i), grad f(theta_i)); when the next point arrives, the segment between
-    them is complete and its term is added to `accumulator`.
+    f(theta_i), grad f(theta_i)) in flat buffers; when the next point arrives, the
+    segment between them is complete and its term of Eq. 6 is added to the task's
+    `accumulator` (which `Leap.task` adds to the meta-batch's once the task completes).
+    Per step: one `torch._foreach_sub_` and one `torch._foreach_copy_` over the
+    parameters (and their gradients), a dot product and two multiply-adds on the flat
+    buffers, and six in-place 0-dim device operations for the segment's weight.
     """
 
-    def __init__(self, leap: Leap, params: list[nn.Parameter], accumulator: list[Tensor]) -> None:
+    def __init__(self, leap: Leap, params: list[Tensor]) -> None:
         self._leap = leap
         self._params = params
-        self._acc = accumulator
-        self._zeros = [torch.zeros_like(p) for p in params]
-        self._prev_theta: list[Tensor] | None = None
-        self._prev_grad: list[Tensor] = []
-        self._prev_loss = torch.zeros(())
-        self.length = torch.zeros((), device=params[0].device if params else None)
+        self.accumulator = FlatBuffer(list(params))
+        self._theta = FlatBuffer(list(params))
+        self._grad = FlatBuffer(list(params)) if leap.loss_in_manifold else None
+        self._prev_loss: Tensor | None = None
+        self._eps_squared = leap.eps**2
+        dtype = functools.reduce(torch.promote_types, (f.dtype for f in self.accumulator.flats))
+        dtype = torch.promote_types(dtype, torch.float32)
+        device = params[0].device
+        self.length = torch.zeros((), dtype=dtype, device=device)
+        self._squared = torch.zeros((), dtype=dtype, device=device)
+        self._weight = torch.zeros((), dtype=dtype, device=device)
+        self._neg_df: Tensor | None = None  # allocated at the first segment, like the loss
         self.segments = 0
-
-    def _grads(self) -> list[Tensor]:
-        return [
-            p.grad.detach() if p.grad is not None else z
-            for p, z in zip(self._params, self._zeros, strict=True)
-        ]
-
-    def _point(self) -> list[Tensor]:
-        return [p.detach() for p in self._params]
+        self.dropped = False
 
     def on_step(self, loss: Tensor) -> None:
         """Record theta_i, f(theta_i) and grad f(theta_i); complete segment i-1."""
-        loss = loss.detach()
-        theta = self._point()
-        if self._prev_theta is None:
-            self._prev_theta = torch._foreach_mul(theta, 1.0)
-            self._prev_grad = torch._foreach_mul(self._grads(), 1.0)
-        else:
-            self._segment(theta, loss)
-            torch._foreach_copy_(self._prev_theta, theta)
-            torch._foreach_copy_(self._prev_grad, self._grads())
+        if loss.requires_grad:
+            loss = loss.detach()
+        with torch.no_grad():
+            if self._prev_loss is not None:
+                self._segment(loss)
+            self._record()
         self._prev_loss = loss
 
     def on_end(self, loss: Tensor) -> None:
         """Complete the final segment theta_{K-1} -> theta_K if the learner counts it."""
-        if self._prev_theta is not None and self._leap.final_segment:
-            self._segment(self._point(), loss.detach())
+        if self._prev_loss is not None and self._leap.final_segment:
+            with torch.no_grad():
+                self._segment(loss.detach() if loss.requires_grad else loss)
 
-    def _segment(self, theta_next: list[Tensor], loss_next: Tensor) -> None:
-        """Add -w_i (Delta f_i grad f(theta_i) + Delta theta_i) to the accumulator (Eq. 6)."""
+    def finite(self) -> bool:
+        """Whether the task's contribution is finite (one host sync: call once per task)."""
+        checks = [torch.isfinite(flat).all() for flat in self.accumulator.flats]
+        return bool(torch.stack([*checks, torch.isfinite(self.length)]).all())
+
+    def _record(self) -> None:
+        """Copy theta_i (and grad f(theta_i) if the loss is a coordinate) into the buffers,
+        in one foreach call; a parameter without a gradient gets a zero gradient."""
+        if self._grad is None:
+            torch._foreach_copy_(self._theta.views, self._params)
+            return
+        grads = [p.grad for p in self._params]
+        if all(g is not None for g in grads):
+            torch._foreach_copy_(
+                self._theta.views + self._grad.views,
+                [*self._params, *grads],  # type: ignore[list-item]
+            )
+            return
+        torch._foreach_copy_(self._theta.views, self._params)
+        for view, grad in zip(self._grad.views, grads, strict=True):
+            if grad is None:
+                view.zero_()
+            else:
+                view.copy_(grad)
+
+    def _segment(self, loss_next: Tensor) -> None:
+        """Add -w_i (Delta f_i grad f(theta_i) + Delta theta_i) to the accumulator (Eq. 6).
+
+        The theta buffer holds theta_i and becomes theta_i - theta_{i+1} - Delta f_i grad
+        f(theta_i), the bracket of Eq. 6 with its sign flipped; `_record` then refills it.
+        Every intermediate lives in a preallocated buffer: a step allocates no tensor.
+        """
         leap = self._leap
-        assert self._prev_theta is not None
-        neg_delta = self._prev_theta  # reused in place: becomes theta_i - theta_{i+1}
-        torch._foreach_sub_(neg_delta, theta_next)
-        squared = torch.stack(torch._foreach_norm(neg_delta)).square().sum()
-        delta_f: Tensor | None = None
-        if leap.loss_in_manifold:
-            delta_f = loss_next - self._prev_loss
-            if leap.stabilizer:
-                delta_f = -delta_f.abs()
-            squared = squared + delta_f.square()
-        length = squared.sqrt()
+        assert self._prev_loss is not None
+        bracket = self._theta
+        torch._foreach_sub_(bracket.views, self._params)  # -Delta theta_i
+        squared = bracket.squared_norm(out=self._squared)
+        if self._grad is not None:
+            if self._neg_df is None:
+                self._neg_df = torch.empty_like(self._prev_loss - loss_next)
+            neg_df = torch.sub(self._prev_loss, loss_next, out=self._neg_df)  # -Delta f_i
+            if leap.stabilizer:  # -Delta f_i becomes |Delta f_i|
+                neg_df.abs_()
+            squared.addcmul_(neg_df, neg_df)
+            for out, grad in zip(bracket.flats, self._grad.flats, strict=True):
+                out.addcmul_(grad, neg_df)
         if leap.metric == "length":
-            weight = length.clamp_min(leap.eps).reciprocal()
-            self.length = self.length + length
+            squared.clamp_min_(self._eps_squared)
+            weight = torch.rsqrt(squared, out=self._weight)  # 1 / max(||(dtheta, df)||, eps)
+            self.length.addcmul_(squared, weight)
+            if leap.scale != 1.0:
+                weight.mul_(leap.scale)
+            for acc, out in zip(self.accumulator.flats, bracket.flats, strict=True):
+                acc.addcmul_(out, weight)
         else:
-            weight = torch.full_like(length, 2.0)
-            self.length = self.length + squared
-        weight = weight * leap.scale
-        torch._foreach_mul_(neg_delta, weight)
-        torch._foreach_add_(self._acc, neg_delta)
-        if delta_f is not None:
-            torch._foreach_mul_(self._prev_grad, -(weight * delta_f))
-            torch._foreach_add_(self._acc, self._prev_grad)
+            self.length.add_(squared)
+            for acc, out in zip(self.accumulator.flats, bracket.flats, strict=True):
+                acc.add_(out, alpha=2.0 * leap.scale)
         self.segments += 1
 
 
@@ -128,11 +186,14 @@ class Leap(MetaLearner):
         metric: "length" (p = 1, the default) or "energy" (p = 2).
         loss_in_manifold: augment the parameter path with the loss coordinate.
         stabilizer: use -|Delta f| in place of Delta f.
-        final_segment: count the last segment theta_{K-1} -> theta_K.
+        final_segment: count the last segment theta_{K-1} -> theta_K (the paper's
+            reference code does not; see the module docstring).
         scale: a constant multiplying the meta-gradient (Reptile uses 1/2).
         eps: lower bound on a segment's length in the length metric's weight.
         parameters: names of the model parameters to meta-learn (default: all
-            trainable ones); the others are left as the task finds them.
+            trainable ones); the other trainable parameters are drawn afresh per task.
+        seed: seed of the first fresh draw of the parameters left out of `parameters`
+            (the n-th draw uses `seed + n`).
     """
 
     name = "leap"
@@ -147,6 +208,7 @@ class Leap(MetaLearner):
         scale: float = 1.0,
         eps: float = 1e-12,
         parameters: list[str] | None = None,
+        seed: int = 0,
     ) -> None:
         if metric not in METRICS:
             raise UserError(f"unknown Leap metric {metric!r}; accepted: {', '.join(METRICS)}")
@@ -154,33 +216,45 @@ class Leap(MetaLearner):
         self.loss_in_manifold = loss_in_manifold
         self.stabilizer = stabilizer
         self.final_segment = final_segment
-        self.scale = scale
+        self.scale = float(scale)
         self.eps = eps
-        named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        named = trainable
         if parameters is not None:
-            unknown = sorted(set(parameters) - set(named))
+            unknown = sorted(set(parameters) - set(trainable))
             if unknown:
                 raise UserError(
                     f"Leap parameters {unknown} are not trainable parameters of the model; "
-                    f"accepted: {', '.join(named)}"
+                    f"accepted: {', '.join(trainable)}"
                 )
-            named = {n: named[n] for n in parameters}
+            named = {n: trainable[n] for n in parameters}
+        if not named:
+            raise UserError(f"{type(self).__name__} has no trainable parameter to meta-learn")
+        if len({p.device for p in named.values()}) > 1:
+            raise UserError(f"{type(self).__name__} needs its parameters on one device")
         self.names = list(named)
         self.init = [nn.Parameter(p.detach().clone()) for p in named.values()]
         self.init_buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-        self._acc = [torch.zeros_like(p) for p in self.init]
+        self.fresh = FreshDraw(model, [n for n in trainable if n not in named])
+        self.seed = seed
+        self.draws = 0
+        self.accumulator = FlatBuffer(list(self.init))
         self._tasks = 0
+        self._dropped = 0
         self._lengths: list[Tensor] = []
 
     def parameters(self) -> list[nn.Parameter]:
         return self.init
 
-    def _bind(self, model: nn.Module) -> list[nn.Parameter]:
+    def _bind(self, model: nn.Module) -> list[Tensor]:
         named = dict(model.named_parameters())
         return [named[n] for n in self.names]
 
     def initialize(self, model: nn.Module) -> None:
-        """Copy the initialization theta_0 and the initial buffers into `model`."""
+        """Load theta_0 and the initial buffers into `model`; draw the other parameters afresh."""
+        if self.fresh.names:
+            self.fresh(model, self.seed + self.draws)
+            self.draws += 1
         with torch.no_grad():
             torch._foreach_copy_(self._bind(model), [p.detach() for p in self.init])
             buffers = dict(model.named_buffers())
@@ -191,54 +265,87 @@ class Leap(MetaLearner):
     def task(self, model: nn.Module) -> Iterator[LeapTrajectory]:
         """Load theta_0 into `model` and record the trajectory of the training run inside.
 
-        The yielded `LeapTrajectory` is the inner loop's hook. On exit, the task's
-        term is in the accumulator; `end_meta_batch` averages over tasks.
+        The yielded `LeapTrajectory` is the inner loop's hook. On a normal exit the
+        task's term joins the meta-batch's accumulator and `end_meta_batch` averages
+        over tasks. A task contributes nothing if its inner loop raises, or if its term
+        is not finite or the caller set `trajectory.dropped` (a diverged inner loop):
+        it is counted as dropped.
         """
         self.initialize(model)
-        trajectory = LeapTrajectory(self, self._bind(model), self._acc)
+        trajectory = LeapTrajectory(self, self._bind(model))
         yield trajectory
+        if trajectory.dropped or not trajectory.finite():
+            trajectory.dropped = True
+            self._dropped += 1
+            return
+        for total, part in zip(self.accumulator.flats, trajectory.accumulator.flats, strict=True):
+            total.add_(part)
         self._tasks += 1
         self._lengths.append(trajectory.length)
 
     def adapt(self, model: nn.Module, task: Task, inner: InnerLoopConfig) -> InnerLoopResult:
+        """Run the task's inner loop from theta_0 with the trajectory hook.
+
+        A task whose losses or meta-gradient term are not finite is left out of the
+        meta-gradient and flagged `metrics["dropped"] = 1.0` for the runner.
+        """
         with self.task(model) as trajectory:
-            return task.inner_loop(model, inner, trajectory)
+            result = task.inner_loop(model, inner, trajectory)
+            if not bool(torch.isfinite(result.losses).all()):
+                trajectory.dropped = True
+        if trajectory.dropped:
+            result.metrics["dropped"] = 1.0
+        return result
 
     def end_meta_batch(self) -> dict[str, float]:
-        """Set `.grad` of the initialization to the meta-batch mean; return meta/ metrics."""
+        """Set `.grad` of the initialization to the mean over the meta-batch's tasks that
+        were not dropped; return meta/ metrics. Raises `AllTasksDropped` when no task
+        contributed (the initialization's `.grad` is then left untouched)."""
+        dropped, self._dropped = self._dropped, 0
         if self._tasks == 0:
-            raise RuntimeError("end_meta_batch called before any task was adapted")
-        grads = torch._foreach_div(self._acc, float(self._tasks))
+            raise AllTasksDropped(
+                f"no task contributed to the meta-gradient ({dropped} dropped: "
+                "non-finite loss or gradient in the inner loop)"
+            )
+        grads = torch._foreach_div(self.accumulator.views, float(self._tasks))
         for p, g in zip(self.init, grads, strict=True):
             p.grad = g
-        grad_norm = torch.stack(torch._foreach_norm(grads)).norm()
+        grad_norm = self.accumulator.squared_norm().sqrt() / self._tasks
         objective = torch.stack(self._lengths).mean()
-        torch._foreach_zero_(self._acc)
+        self.accumulator.zero_()
         self._tasks = 0
         self._lengths = []
         key = "meta/path_length" if self.metric == "length" else "meta/path_energy"
-        return {"meta/objective": float(objective), key: float(objective),
-                "meta/grad_norm": float(grad_norm)}
+        return {
+            "meta/objective": float(objective),
+            key: float(objective),
+            "meta/grad_norm": float(grad_norm),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["buffers"] = {n: b.clone() for n, b in self.init_buffers.items()}
+        state["draws"] = self.draws
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.init_buffers = {n: b.clone() for n, b in state["buffers"].items()}
+        self.draws = int(state.get("draws", 0))
 
 
 @register("reptile")
 class Reptile(Leap):
     """Reptile (Nichol et al. 2018) as the Leap special case: energy metric, no loss
     coordinate, no stabilizer, scaled by 1/2 so that the meta-gradient is exactly the
-    Reptile update, the meta-batch mean of theta_0 - theta_K."""
+    Reptile update, the meta-batch mean of theta_0 - theta_K (the per-step terms
+    2 (theta_i - theta_{i+1}) / 2 telescope)."""
 
     name = "reptile"
 
-    def __init__(self, model: nn.Module, parameters: list[str] | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, parameters: list[str] | None = None, seed: int = 0
+    ) -> None:
         super().__init__(
             model,
             metric="energy",
@@ -247,4 +354,5 @@ class Reptile(Leap):
             final_segment=True,
             scale=0.5,
             parameters=parameters,
+            seed=seed,
         )

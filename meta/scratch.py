@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+from typing import Any
 
 from torch import nn
 
@@ -16,14 +16,18 @@ from tasks.base import InnerLoopConfig, InnerLoopResult, Task
 class Scratch(MetaLearner):
     """The random-initialization control that every comparison table needs.
 
-    Task number n is started from the model's own initializers seeded with `seed + n`,
-    so a run is reproducible and no two tasks share an initialization.
+    Draw number n (one per task, one per `initialize`) uses the model's own initializers
+    seeded with `seed + n`, so a run is reproducible, a resumed run draws exactly what an
+    uninterrupted one would (the count is part of `state_dict`), and no two tasks share
+    an initialization. Nothing is learned: a task whose loss diverges concerns the
+    runner's metrics only.
     """
 
     name = "scratch"
 
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
-        self._seeds = itertools.count(seed)
+        self.seed = seed
+        self.draws = 0
 
     def parameters(self) -> list[nn.Parameter]:
         return []
@@ -36,4 +40,11 @@ class Scratch(MetaLearner):
         return {}
 
     def initialize(self, model: nn.Module) -> None:
-        reinitialize(model, next(self._seeds))
+        reinitialize(model, self.seed + self.draws)
+        self.draws += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"draws": self.draws}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.draws = int(state["draws"])

@@ -1,4 +1,11 @@
-"""Leap's on-the-fly meta-gradient against brute-force references on a tiny problem."""
+"""Leap's on-the-fly meta-gradient against brute-force references on a tiny problem.
+
+Every option combination (metric x loss coordinate x stabilizer x final segment) with
+SGD, momentum, Adam and RMSprop as the inner optimizer is checked against the formula of
+DESIGN section 1 evaluated segment by segment, and (without the stabilizer, which has no
+objective) against autograd of the path length with identity Jacobians; in float64, on
+CPU and, in the tests marked `gpu`, on CUDA.
+"""
 
 from __future__ import annotations
 
@@ -17,22 +24,41 @@ from tasks.inner_loop import make_optimizer
 STEPS = 6
 
 
-def tiny_model(seed: int = 0) -> nn.Module:
+#: Inner learning rates: large enough for visible steps, small enough to stay stable.
+LR = {"sgd": 0.3, "momentum": 0.3, "adam": 0.05, "rmsprop": 0.01}
+INNER_OPTIMIZERS = list(LR)
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
+
+
+def tiny_model(seed: int = 0, device: str = "cpu") -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double().to(device)
 
 
-def batches(seed: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(seed: int, n: int, device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     return [
-        (torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g))
+        (
+            torch.randn(8, 4, generator=g, dtype=torch.float64).to(device),
+            torch.randint(0, 3, (8,), generator=g).to(device),
+        )
         for _ in range(n)
     ]
 
 
 def run_task(model, hook, data, optimizer="sgd"):
     """K steps on data[0..K-1], then the loss at theta_K on data[K]; returns the trajectory."""
-    opt = make_optimizer(model.parameters(), InnerLoopConfig(optimizer=optimizer, lr=0.3))
+    config = InnerLoopConfig(optimizer=optimizer, lr=LR[optimizer])
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
     thetas, losses = [], []
     for x, y in data[:STEPS]:
         opt.zero_grad(set_to_none=True)
@@ -53,22 +79,31 @@ def run_task(model, hook, data, optimizer="sgd"):
 
 
 def loss_and_grad(model, theta, batch):
+    """f and grad f at theta; a parameter the loss does not use gets a zero gradient."""
     params = {n: t.clone().requires_grad_(True) for n, t in theta.items()}
     loss = F.cross_entropy(functional_call(model, params, (batch[0],)), batch[1])
-    grads = torch.autograd.grad(loss, list(params.values()))
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    grads = [
+        torch.zeros_like(p) if g is None else g for p, g in zip(params.values(), grads, strict=True)
+    ]
     return loss.detach(), dict(zip(params, grads, strict=True))
 
 
-def reference_formula(model, thetas, data, metric, loss_in_manifold, stabilizer, final_segment):
-    """The meta-gradient straight from DESIGN section 1, one segment at a time, in float64."""
-    names = list(thetas[0])
+def reference_formula(
+    model, thetas, data, metric, loss_in_manifold, stabilizer, final_segment, names=None
+):
+    """The meta-gradient straight from DESIGN section 1, one segment at a time, in float64.
+
+    `names`: the meta-learned parameters (default: all); the path lives in their space.
+    """
+    names = list(thetas[0]) if names is None else names
     total = {n: torch.zeros_like(thetas[0][n]) for n in names}
     segments = STEPS if final_segment else STEPS - 1
     for i in range(segments):
         f_i, g_i = loss_and_grad(model, thetas[i], data[i])
         f_next, _ = loss_and_grad(model, thetas[i + 1], data[i + 1])
         d_theta = {n: thetas[i + 1][n] - thetas[i][n] for n in names}
-        d_f = (f_next - f_i) if loss_in_manifold else torch.zeros((), dtype=torch.float64)
+        d_f = (f_next - f_i) if loss_in_manifold else torch.zeros_like(f_i)
         if stabilizer and loss_in_manifold:
             d_f = -d_f.abs()
         norm = torch.sqrt(sum((d.square().sum() for d in d_theta.values()), d_f.square()))
@@ -98,12 +133,12 @@ def reference_autograd(model, thetas, data, metric, loss_in_manifold, final_segm
     return total
 
 
-def leap_gradient(options, optimizer="sgd", n_tasks=1):
-    model = tiny_model()
+def leap_gradient(options, optimizer="sgd", n_tasks=1, device="cpu"):
+    model = tiny_model(device=device)
     leap = Leap(model, **options)
     trajectories = []
     for t in range(n_tasks):
-        data = batches(100 + t, STEPS + 1)
+        data = batches(100 + t, STEPS + 1, device)
         with leap.task(model) as hook:
             thetas, _ = run_task(model, hook, data, optimizer)
         trajectories.append((thetas, data))
@@ -120,9 +155,10 @@ OPTIONS = [
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_meta_gradient_matches_formula(options, optimizer):
-    model, leap, [(thetas, data)] = leap_gradient(options, optimizer)
+@pytest.mark.parametrize("optimizer", INNER_OPTIMIZERS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_meta_gradient_matches_formula(options, optimizer, device):
+    model, leap, [(thetas, data)] = leap_gradient(options, optimizer, device=device)
     expected = reference_formula(model, thetas, data, **options)
     for name, p in zip(leap.names, leap.parameters(), strict=True):
         torch.testing.assert_close(p.grad, expected[name], atol=1e-6, rtol=1e-6)
@@ -131,8 +167,9 @@ def test_meta_gradient_matches_formula(options, optimizer):
 @pytest.mark.parametrize(
     "options", [o for o in OPTIONS if not o["stabilizer"]], ids=lambda o: str(o)
 )
-def test_formula_is_the_gradient_of_the_path_length(options):
-    model, leap, [(thetas, data)] = leap_gradient(options)
+@pytest.mark.parametrize("device", DEVICES)
+def test_formula_is_the_gradient_of_the_path_length(options, device):
+    model, leap, [(thetas, data)] = leap_gradient(options, device=device)
     kwargs = {k: v for k, v in options.items() if k != "stabilizer"}
     expected = reference_autograd(model, thetas, data, **kwargs)
     for name, p in zip(leap.names, leap.parameters(), strict=True):
@@ -148,14 +185,16 @@ def test_meta_batch_is_averaged():
         torch.testing.assert_close(p.grad, mean, atol=1e-6, rtol=1e-6)
 
 
-def test_reptile_gradient_is_mean_of_init_minus_final():
-    model = tiny_model()
+@pytest.mark.parametrize("optimizer", INNER_OPTIMIZERS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_reptile_gradient_is_mean_of_init_minus_final(optimizer, device):
+    model = tiny_model(device=device)
     reptile = Reptile(model)
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     finals = []
     for t in range(3):
         with reptile.task(model) as hook:
-            thetas, _ = run_task(model, hook, batches(7 + t, STEPS + 1))
+            thetas, _ = run_task(model, hook, batches(7 + t, STEPS + 1, device), optimizer)
         finals.append(thetas[-1])
     reptile.end_meta_batch()
     for name, p in zip(reptile.names, reptile.parameters(), strict=True):
@@ -173,20 +212,78 @@ def test_meta_gradient_is_detached_and_task_starts_from_init():
         torch.testing.assert_close(model[0].weight, leap.parameters()[0])
 
 
-def test_unused_parameter_contributes_only_its_displacement():
-    class WithUnusedHead(nn.Sequential):
-        def forward(self, x):
-            return self[0](x)
+class WithUnusedHead(nn.Sequential):
+    """A tiny model followed by a head that the forward pass never uses."""
 
+    def forward(self, x):
+        return self[0](x)
+
+
+@pytest.mark.parametrize("optimizer", INNER_OPTIMIZERS)
+def test_unused_parameter_contributes_only_its_displacement(optimizer):
+    torch.manual_seed(1)
     model = WithUnusedHead(tiny_model(), nn.Linear(2, 2).double())
-    leap = Leap(model)
+    options = dict(metric="length", loss_in_manifold=True, stabilizer=True, final_segment=True)
+    leap = Leap(model, **options)
     with leap.task(model) as hook:
-        run_task(model, hook, batches(3, STEPS + 1))
+        thetas, _ = run_task(model, hook, batches(3, STEPS + 1), optimizer)
     leap.end_meta_batch()
-    unused = leap.names.index("1.weight")
-    # SGD never moves a parameter without a gradient: no displacement, zero meta-gradient.
-    assert torch.count_nonzero(leap.parameters()[unused].grad) == 0
-    assert torch.isfinite(leap.parameters()[0].grad).all()
+    grads = dict(zip(leap.names, (p.grad for p in leap.parameters()), strict=True))
+    # No optimizer moves a parameter that never had a gradient: zero meta-gradient,
+    # and the used parameters get exactly the formula's value.
+    assert torch.count_nonzero(grads["1.weight"]) == 0
+    expected = reference_formula(model, thetas, batches(3, STEPS + 1), **options)
+    for name in leap.names:
+        torch.testing.assert_close(grads[name], expected[name], atol=1e-6, rtol=1e-6)
+
+
+def test_parameter_without_gradient_that_moves_contributes_its_displacement():
+    """A parameter moved by something other than its gradient (here: a drift applied
+    after each step) contributes -w_i Delta theta_i and enters every segment's norm."""
+    torch.manual_seed(2)
+    model = WithUnusedHead(tiny_model(), nn.Linear(2, 2).double())
+    options = dict(metric="length", loss_in_manifold=True, stabilizer=False, final_segment=True)
+    leap = Leap(model, **options)
+    data = batches(4, STEPS + 1)
+    with leap.task(model) as hook:
+        opt = torch.optim.SGD(model.parameters(), lr=0.3)
+        thetas = []
+        for x, y in data[:STEPS]:
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            thetas.append({n: p.detach().clone() for n, p in model.named_parameters()})
+            hook.on_step(loss.detach())
+            opt.step()
+            with torch.no_grad():
+                model[1].weight.add_(0.05)
+        with torch.no_grad():
+            final = F.cross_entropy(model(data[STEPS][0]), data[STEPS][1])
+        thetas.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        hook.on_end(final)
+    leap.end_meta_batch()
+    expected = reference_formula(model, thetas, data, **options)
+    grads = dict(zip(leap.names, (p.grad for p in leap.parameters()), strict=True))
+    assert torch.all(grads["1.weight"] < 0)
+    for name in leap.names:
+        torch.testing.assert_close(grads[name], expected[name], atol=1e-6, rtol=1e-6)
+
+
+def test_frozen_parameters_are_not_meta_learned():
+    model = tiny_model()
+    model[0].weight.requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    options = dict(metric="length", loss_in_manifold=True, stabilizer=True, final_segment=True)
+    leap = Leap(model, **options)
+    assert "0.weight" not in leap.names
+    data = batches(5, STEPS + 1)
+    with leap.task(model) as hook:
+        thetas, _ = run_task(model, hook, data, "adam")
+    leap.end_meta_batch()
+    torch.testing.assert_close(model[0].weight, frozen)
+    expected = reference_formula(model, thetas, data, **options, names=leap.names)
+    for name, p in zip(leap.names, leap.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-6, rtol=1e-6)
 
 
 def test_buffers_reset_to_initial_values_for_every_task():
@@ -194,8 +291,237 @@ def test_buffers_reset_to_initial_values_for_every_task():
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).double()
     leap = Leap(model)
     initial_mean = model[1].running_mean.clone()
+    initial_var = model[1].running_var.clone()
     with leap.task(model):
         model(torch.randn(8, 4, dtype=torch.float64))
     assert not torch.equal(model[1].running_mean, initial_mean)
     with leap.task(model):
         torch.testing.assert_close(model[1].running_mean, initial_mean)
+        torch.testing.assert_close(model[1].running_var, initial_var)
+        assert int(model[1].num_batches_tracked) == 0
+    model(torch.randn(8, 4, dtype=torch.float64))
+    leap.initialize(model)
+    torch.testing.assert_close(model[1].running_mean, initial_mean)
+
+
+ENCODER = ["0.weight", "0.bias"]
+
+
+@pytest.mark.parametrize("optimizer", INNER_OPTIMIZERS)
+def test_subset_meta_gradient_lives_in_the_subset(optimizer):
+    """With parameters=ENCODER, the path (and its norm) is the encoder's: the head's
+    displacement is not part of the meta-learned trajectory."""
+    options = dict(metric="length", loss_in_manifold=True, stabilizer=True, final_segment=True)
+    model = tiny_model()
+    leap = Leap(model, **options, parameters=ENCODER)
+    assert leap.names == ENCODER
+    data = batches(6, STEPS + 1)
+    with leap.task(model) as hook:
+        thetas, _ = run_task(model, hook, data, optimizer)
+    leap.end_meta_batch()
+    expected = reference_formula(model, thetas, data, **options, names=ENCODER)
+    for name, p in zip(leap.names, leap.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-6, rtol=1e-6)
+
+
+def fresh_linear(seed: int) -> nn.Linear:
+    """The head a fresh draw from `seed` must produce: nn.Linear's own initializer."""
+    layer = nn.Linear(5, 3).double()
+    torch.manual_seed(seed)
+    layer.reset_parameters()
+    return layer
+
+
+def test_parameters_outside_the_subset_are_drawn_afresh_for_each_task():
+    model = tiny_model()
+    leap = Leap(model, parameters=ENCODER, seed=40)
+    references = [fresh_linear(40 + t) for t in range(3)]
+    rng_state = torch.get_rng_state()
+    heads = []
+    for t, reference in enumerate(references):
+        with leap.task(model) as hook:
+            torch.testing.assert_close(model[2].weight, reference.weight, rtol=0, atol=0)
+            torch.testing.assert_close(model[2].bias, reference.bias, rtol=0, atol=0)
+            torch.testing.assert_close(model[0].weight, leap.parameters()[0])
+            heads.append(model[2].weight.detach().clone())
+            run_task(model, hook, batches(t, STEPS + 1))
+    assert torch.equal(torch.get_rng_state(), rng_state), "the global RNG is left untouched"
+    assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[1], heads[2])
+    leap.end_meta_batch()
+
+
+def test_fresh_draw_prefers_a_head_initializer_and_falls_back_to_the_first_value():
+    class Head(nn.Module):
+        """A head with an initializer of its own (orthogonal-like: a constant here)."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(5, 3)
+            self.temperature = nn.Parameter(torch.ones(()))
+
+        def reset_parameters(self):
+            nn.init.constant_(self.linear.weight, 0.25)
+            nn.init.zeros_(self.linear.bias)
+            self.temperature.fill_(1.0)
+
+        def forward(self, x):
+            return self.linear(x) * self.temperature
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 5)
+            self.head = Head()
+            self.scale = nn.Parameter(torch.full((5,), 2.0))  # no initializer owns it
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.body(x)) * self.scale)
+
+    model = Net().double()
+    leap = Leap(model, parameters=["body.weight", "body.bias"])
+    assert leap.fresh.modules == ["head"]
+    with torch.no_grad():
+        model.head.linear.weight.fill_(9.0)
+        model.head.temperature.fill_(9.0)
+        model.scale.fill_(9.0)
+    leap.initialize(model)
+    assert torch.all(model.head.linear.weight == 0.25)
+    assert model.head.temperature.item() == 1.0
+    assert torch.all(model.scale == 2.0)
+
+
+def test_channels_last_conv_and_mixed_dtypes_match_the_formula():
+    """Flat buffers keep each parameter's layout (channels-last convolutions) and dtype."""
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1).double().to(memory_format=torch.channels_last)
+            self.head = nn.Linear(3, 3)  # float32
+
+        def forward(self, x):
+            h = torch.tanh(self.conv(x.double())).mean((2, 3))
+            return self.head(h.float()).double()
+
+    torch.manual_seed(3)
+    model = Mixed()
+    assert not model.conv.weight.is_contiguous()
+    g = torch.Generator().manual_seed(9)
+    data = [
+        (
+            torch.randn(4, 2, 5, 5, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (4,), generator=g),
+        )
+        for _ in range(STEPS + 1)
+    ]
+    options = dict(metric="length", loss_in_manifold=True, stabilizer=True, final_segment=True)
+    leap = Leap(model, **options)
+    with leap.task(model) as hook:
+        thetas, _ = run_task(model, hook, data, "momentum")
+    leap.end_meta_batch()
+    expected = reference_formula(model, thetas, data, **options)
+    for name, p in zip(leap.names, leap.parameters(), strict=True):
+        assert p.grad.dtype == p.dtype and p.grad.stride() == p.stride()
+        torch.testing.assert_close(p.grad, expected[name], atol=2e-5, rtol=2e-5)
+
+
+def test_meta_gradient_can_be_clipped_and_applied_by_any_torch_optimizer():
+    options = dict(metric="length", loss_in_manifold=True, stabilizer=True, final_segment=True)
+    model, leap, [(thetas, data)] = leap_gradient(options, n_tasks=1)
+    expected = reference_formula(model, thetas, data, **options)
+    raw = torch.cat([g.flatten() for g in expected.values()]).norm()
+    assert raw > 0.5
+    before = [p.detach().clone() for p in leap.parameters()]
+    norm = torch.nn.utils.clip_grad_norm_(leap.parameters(), 0.5)
+    torch.testing.assert_close(norm, raw)
+    optimizer = torch.optim.SGD(leap.parameters(), lr=0.1)
+    optimizer.step()
+    for name, p, b in zip(leap.names, leap.parameters(), before, strict=True):
+        torch.testing.assert_close(p.detach(), b - 0.1 * expected[name] * (0.5 / raw))
+
+
+def dispatched_ops(fn) -> int:
+    """How many torch operations `fn` dispatches from Python."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.calls
+
+
+def test_per_step_cost_does_not_loop_over_parameters():
+    """The number of torch operations in a step is the same for 4 and 40 parameter tensors."""
+    counts = []
+    for depth in (2, 20):
+        torch.manual_seed(0)
+        model = nn.Sequential(*(nn.Linear(3, 3) for _ in range(depth)))
+        leap = Leap(model)
+        with leap.task(model) as hook:
+            model(torch.randn(2, 3)).square().mean().backward()
+            hook.on_step(torch.tensor(1.0))
+            counts.append(dispatched_ops(lambda: hook.on_step(torch.tensor(0.5))))
+    assert counts[0] == counts[1], counts
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_no_host_device_synchronisation_per_step_on_cuda():
+    options = dict(metric="length", loss_in_manifold=True, stabilizer=True, final_segment=True)
+    model = tiny_model(device="cuda")
+    leap = Leap(model, **options)
+    data = batches(11, STEPS + 1, "cuda")
+
+    class NoSync:
+        def __init__(self, hook):
+            self.hook = hook
+
+        def on_step(self, loss):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                self.hook.on_step(loss)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+        def on_end(self, loss):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                self.hook.on_end(loss)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+    with leap.task(model) as hook:
+        thetas, _ = run_task(model, NoSync(hook), data, "adam")
+    leap.end_meta_batch()
+    expected = reference_formula(model, thetas, data, **options)
+    for name, p in zip(leap.names, leap.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-6, rtol=1e-6)
+
+
+def test_a_task_whose_inner_loop_raises_contributes_nothing():
+    options = dict(metric="length", loss_in_manifold=True, stabilizer=True, final_segment=True)
+    model = tiny_model()
+    leap = Leap(model, **options)
+    data = batches(12, STEPS + 1)
+    with leap.task(model) as hook:
+        thetas, _ = run_task(model, hook, data)
+
+    class Interrupted(Exception):
+        pass
+
+    with pytest.raises(Interrupted), leap.task(model) as hook:
+        hook.on_step(torch.tensor(1.0, dtype=torch.float64))
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        hook.on_step(torch.tensor(0.5, dtype=torch.float64))
+        raise Interrupted
+    leap.end_meta_batch()
+    expected = reference_formula(model, thetas, data, **options)
+    for name, p in zip(leap.names, leap.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-6, rtol=1e-6)
