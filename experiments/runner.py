@@ -125,8 +125,7 @@ def task_metrics(
         "task/loss_first": float(np.mean([float(r.losses[0]) for r in results])),
         "task/loss_final": float(np.mean([float(r.losses[-1]) for r in results])),
         "task/auc": float(np.mean([r.auc for r in results])),
-        "task/test_accuracy": float(np.mean([h["accuracy"] for h in held_out])),
-        "task/test_loss": float(np.mean([h["loss"] for h in held_out])),
+        **{f"task/test_{key}": float(np.mean([h[key] for h in held_out])) for key in held_out[0]},
     }
 
 
@@ -152,6 +151,8 @@ def build_model(cfg: Config, dist: TaskDistribution) -> nn.Module:
         model = dist.make_model(cfg.model.name, cfg.model.options)
     except (ValueError, RuntimeError) as error:
         raise UserError(f"{pairing} do not fit: {_last_line(error)}") from None
+    if type(dist).make_model is not TaskDistribution.make_model:
+        return model  # the family builds its own network (an agent with heads) and checks it
     tensor = next(iter(model.parameters()), None)
     device = tensor.device if tensor is not None else torch.device("cpu")
     dtype = tensor.dtype if tensor is not None and tensor.is_floating_point() else torch.float32
