@@ -135,16 +135,26 @@ def _compare(args: argparse.Namespace) -> int:
         defaults = TrackerConfig()
         project = f"{defaults.entity}/{defaults.project}" if defaults.entity else defaults.project
     runs = load_runs(Path(args.dir or "."), project=project, group=args.group)
-    compare(runs, metrics=args.metric or None, markdown=args.markdown,
-            plots=Path(args.plots) if args.plots else None)
+    compare(
+        runs,
+        metrics=args.metric or None,
+        markdown=args.markdown,
+        plots=Path(args.plots) if args.plots else None,
+    )
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
     from experiments.search import load_space, print_search, search
 
-    result = search(load_space(args.space), args.overrides, trials=args.trials,
-                    study=args.study, storage=args.storage, seed=args.seed)
+    result = search(
+        load_space(args.space),
+        args.overrides,
+        trials=args.trials,
+        study=args.study,
+        storage=args.storage,
+        seed=args.seed,
+    )
     print_search(result)
     return 0
 
@@ -163,26 +173,41 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma lists")
         p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. meta.inner_steps=50")
     p = sub.add_parser("compare", help="runs side by side: mean and 95%% CI over seeds")
-    p.add_argument("--dir", default=None,
-                   help="read the local runs under DIR/wandb (default: ., when offline)")
-    p.add_argument("--project", default=None, metavar="ENTITY/PROJECT",
-                   help="read the runs of this W&B project through the public API "
-                        "(default when logged in: leap-convrnn)")
+    p.add_argument(
+        "--dir", default=None, help="read the local runs under DIR/wandb (default: ., when offline)"
+    )
+    p.add_argument(
+        "--project",
+        default=None,
+        metavar="ENTITY/PROJECT",
+        help="read the runs of this W&B project through the public API "
+        "(default when logged in: leap-convrnn)",
+    )
     p.add_argument("--group", default=None, help="only runs of this experiment group")
     p.add_argument("--metric", action="append", help="a metric to show and plot (repeatable)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    p.add_argument("--plots", default=None, metavar="DIR",
-                   help="write PNG learning curves with 95%% CI bands to DIR")
+    p.add_argument(
+        "--plots",
+        default=None,
+        metavar="DIR",
+        help="write PNG learning curves with 95%% CI bands to DIR",
+    )
     text = "TPE search (Optuna) over a search space, e.g. the ConvRNN cell hyperparameters"
     p = sub.add_parser("search", help=text, description=text)
-    p.add_argument("--space", default="convrnn_cell",
-                   help="a search space in experiments/conf/sweep/ or a YAML path "
-                        "(default: convrnn_cell)")
-    p.add_argument("--trials", type=int, default=20,
-                   help="finished trials the study should hold (default: 20)")
+    p.add_argument(
+        "--space",
+        default="convrnn_cell",
+        help="a search space in experiments/conf/sweep/ or a YAML path (default: convrnn_cell)",
+    )
+    p.add_argument(
+        "--trials", type=int, default=20, help="finished trials the study should hold (default: 20)"
+    )
     p.add_argument("--study", default=None, help="study name (default: the space's name)")
-    p.add_argument("--storage", default="search.db",
-                   help="Optuna storage: a SQLite file path or a URL (default: search.db)")
+    p.add_argument(
+        "--storage",
+        default="search.db",
+        help="Optuna storage: a SQLite file path or a URL (default: search.db)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every trial's config")
     return parser
