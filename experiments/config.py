@@ -216,6 +216,12 @@ def validate(cfg: Config) -> None:
         _seed(seed, "eval.seeds")
     for name in cfg.eval.baselines:
         meta.META_LEARNERS.get(name)
+        if name != "scratch":
+            raise UserError(
+                f"eval.baselines may only hold 'scratch', got {name!r}: evaluate another "
+                "method's own initialization with `leap evaluate meta=NAME` and compare the "
+                "runs with `leap compare`"
+            )
     _text(cfg.eval.init, "eval.init")
     _one_of(cfg.eval.split, ("train", "validation", "test"), "eval.split")
     _one_of(cfg.tracker.name, TRACKERS, "tracker.name")

@@ -151,8 +151,6 @@ def build_model(cfg: Config, dist: TaskDistribution) -> nn.Module:
         model = dist.make_model(cfg.model.name, cfg.model.options)
     except (ValueError, RuntimeError) as error:
         raise UserError(f"{pairing} do not fit: {_last_line(error)}") from None
-    if type(dist).make_model is not TaskDistribution.make_model:
-        return model  # the family builds its own network (an agent with heads) and checks it
     tensor = next(iter(model.parameters()), None)
     device = tensor.device if tensor is not None else torch.device("cpu")
     dtype = tensor.dtype if tensor is not None and tensor.is_floating_point() else torch.float32
@@ -163,6 +161,8 @@ def build_model(cfg: Config, dist: TaskDistribution) -> nn.Module:
             model(torch.zeros(1, *shape, device=device, dtype=dtype))
     except (ValueError, RuntimeError) as error:
         raise UserError(f"{pairing} do not fit: {_last_line(error)}") from None
+    except TypeError:
+        pass  # a network whose forward takes more than images (an agent with a head per game)
     finally:
         model.train(was_training)
     return model
