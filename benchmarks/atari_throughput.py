@@ -101,7 +101,12 @@ class _Stopwatch:
 
 class Trainer:
     """An agent on the shared env; `rate(seconds)` times about that many seconds of A2C
-    updates inside `envs.a2c.train` (the env reset that starts a call is not timed)."""
+    updates inside `envs.a2c.train` (the env reset that starts a call is not timed).
+
+    Every measurement starts from freshly drawn parameters (`models.reinitialize`), so a
+    model that diverges after many updates does not end the benchmark; a measurement cut
+    short by divergence still counts the updates it made, and is flagged.
+    """
 
     def __init__(self, model: str, precision: str, game: str, env: Any) -> None:
         dist = envs.build([game], "train", num_envs=env.num_envs, precision=precision)
@@ -110,14 +115,16 @@ class Trainer:
         self.agent = agent
         self.config = dist.settings.a2c
         self.game, self.env, self.seed = game, env, 0
+        self.diverged = 0
         self.rate(1.0)  # warm-up: oneDNN primitives, allocator
 
-    def rate(self, seconds: float) -> Rate:
+    def rate(self, seconds: float) -> Rate | None:
+        self.seed += 1
+        models.reinitialize(self.agent, self.seed)
         inner = InnerLoopConfig(steps=10**9, optimizer="rmsprop", lr=1e-4)
         stopwatch = _Stopwatch(seconds)
-        self.seed += 1
         with contextlib.suppress(_TimeUp):
-            a2c.train(
+            result = a2c.train(
                 self.agent,
                 self.game,
                 self.env,
@@ -127,8 +134,11 @@ class Trainer:
                 stopwatch,
                 seed_env=False,
             )
-        steps = max(stopwatch.updates, 1) * self.config.num_envs * self.config.unroll
-        return Rate(steps, max(stopwatch.wall, 1e-9), stopwatch.cpu)
+            self.diverged += int(result.metrics["diverged"])
+        if stopwatch.updates < 1:
+            return None
+        steps = stopwatch.updates * self.config.num_envs * self.config.unroll
+        return Rate(steps, stopwatch.wall, stopwatch.cpu)
 
 
 def machine() -> dict[str, Any]:
@@ -170,8 +180,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in range(args.rounds):
         figures = {"raw": raw_rate(env, args.seconds)}
         for key, trainer in trainers.items():
-            if trainer is not None:
-                figures[key] = trainer.rate(2 * args.seconds)
+            rate = None if trainer is None else trainer.rate(2 * args.seconds)
+            if rate is not None:
+                figures[key] = rate
         rounds.append(figures)
         shown = ", ".join(f"{k} {v.steps_per_s:.0f}" for k, v in figures.items())
         print(f"round {r + 1}: env steps/s: {shown}", flush=True)
@@ -209,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target_ratio": TARGET_RATIO,
         "meets_target": cnn_ratio is not None and cnn_ratio >= TARGET_RATIO,
         "convrnn_atari": "measured" if trainers["convrnn_atari"] else "absent",
+        "diverged_measurements": {k: t.diverged for k, t in trainers.items() if t is not None},
         "cpu_us_per_env_step": {"raw": raw.cpu_us_per_step, **cpu},
         "cpu_bound_train_to_env_ratio": None if cnn_cpu is None else raw.cpu_us_per_step / cnn_cpu,
         "gymnasium_env_steps_per_s": gym.steps_per_s,

@@ -10,7 +10,7 @@ envs.make_env("breakout", 32, EnvConfig())  -> a preprocessed vector env (native
 import ale_py
 import gymnasium
 
-from envs.a2c import A2CConfig, A2CResult, ActorCritic, Episode, nstep_returns
+from envs.a2c import A2CConfig, A2CResult, ActorCritic, Diverged, Episode, nstep_returns
 from envs.games import (
     POOLS,
     REFERENCE_SCORES,
@@ -44,6 +44,7 @@ __all__ = [
     "AtariDistribution",
     "AtariSettings",
     "AtariTask",
+    "Diverged",
     "EnvCache",
     "EnvConfig",
     "Episode",

@@ -66,6 +66,10 @@ from tasks.inner_loop import make_optimizer as make_supervised_optimizer
 PRECISIONS = ("fp32", "bf16")
 
 
+class Diverged(FloatingPointError):
+    """The agent's policy or loss stopped being finite (a diverged training run)."""
+
+
 @dataclass(frozen=True)
 class A2CConfig:
     """Hyperparameters of the learner (defaults: the Leap paper's Atari setup)."""
@@ -387,6 +391,8 @@ class A2C:
         logits, value, self.state = agent(self.obs, self.game, self.state)
         log_p = F.log_softmax(logits, dim=-1)
         probs = log_p.detach().exp()
+        if not bool(torch.isfinite(probs).all()):
+            raise Diverged(f"non-finite policy on {self.game!r} after {self.env_steps} env steps")
         action = torch.multinomial(probs.cpu(), 1, generator=self.generator).squeeze(1)
         log_prob = log_p.gather(1, action.to(log_p.device).unsqueeze(1)).squeeze(1)
         entropy = -(log_p.exp() * log_p).sum(-1)
@@ -490,6 +496,10 @@ def train(
     parameters (no backward). Its environment steps and episodes are counted.
     The caller initializes the game's head. `seed` seeds the action sampling and, with
     `seed_env`, the environments' reset (slow for ALE: it reloads the ROMs).
+
+    A run whose policy or loss stops being finite stops there: the missing losses are NaN,
+    `metrics["diverged"]` is 1, and `hook.on_end` is not called (a meta-learner drops
+    such a task).
     """
     num_actions = int(env.single_action_space.n)  # type: ignore[attr-defined]
     head = agent.head(game, num_actions)
@@ -500,33 +510,43 @@ def train(
     was_training = agent.training
     agent.train()
     losses: list[Tensor] = []
-    for _ in range(inner.steps):
-        rollout = learner.rollout()
-        loss, _ = a2c_loss(rollout, config)
+    diverged = False
+    try:
+        for _ in range(inner.steps):
+            rollout = learner.rollout()
+            loss, _ = a2c_loss(rollout, config)
+            if not bool(torch.isfinite(loss)):
+                raise Diverged(f"non-finite A2C loss on {game!r}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            detached = loss.detach()
+            if hook is not None:
+                hook.on_step(detached)
+            if config.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            learner.detach_state()
+            losses.append(detached)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        detached = loss.detach()
+        with torch.no_grad():
+            final, _ = a2c_loss(learner.rollout(), config)
         if hook is not None:
-            hook.on_step(detached)
-        if config.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        learner.detach_state()
-        losses.append(detached)
-    optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        final, _ = a2c_loss(learner.rollout(), config)
-    if hook is not None:
-        hook.on_end(final)
-    losses.append(final)
+            hook.on_end(final)
+        losses.append(final)
+    except Diverged:
+        diverged = True
+        optimizer.zero_grad(set_to_none=True)
+        losses += [torch.tensor(math.nan)] * (inner.steps + 1 - len(losses))
     agent.train(was_training)
     returns = [e.episode_return for e in learner.episodes]
     metrics = {
         "episode_return": float(np.mean(returns)) if returns else math.nan,
         "episodes": float(len(returns)),
         "env_steps": float(learner.env_steps),
+        "diverged": float(diverged),
     }
-    return A2CResult(losses=torch.stack(losses).cpu(), metrics=metrics, episodes=learner.episodes)
+    curve = torch.stack([loss.cpu() for loss in losses])
+    return A2CResult(losses=curve, metrics=metrics, episodes=learner.episodes)
 
 
 def play(
@@ -539,7 +559,8 @@ def play(
 ) -> list[float]:
     """One episode in each game of `env` with actions sampled from the policy, in eval mode,
     without gradients; returns the raw episode returns. Bound the cost with the env's
-    `max_episode_frames` (a truncated episode counts with its partial return)."""
+    `max_episode_frames` (a truncated episode counts with its partial return). Raises
+    `Diverged` if the policy is not finite."""
     num_actions = int(env.single_action_space.n)  # type: ignore[attr-defined]
     agent.head(game, num_actions)
     was_training = agent.training

@@ -185,7 +185,8 @@ class AtariTask(Task):
         when `config.optimizer == "rmsprop"` (see `A2C_INNER`).
         Metrics: `episode_return` (mean raw return of the episodes finished during the
         loop, NaN if none), `normalized_score` (of that mean), `episodes`, `env_steps`
-        (agent steps x environments, including the final loss rollout) and `frames`.
+        (agent steps x environments, including the final loss rollout), `frames`, and
+        `diverged` (1 if the run stopped on a non-finite policy or loss; see `a2c.train`).
         """
         agent = self._agent(model)
         head = agent.head(self.game, self.num_outputs)
@@ -202,10 +203,16 @@ class AtariTask(Task):
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """`eval_episodes` episodes (each at most `eval_max_frames` frames) with the policy's
-        sampled actions: mean raw `episode_return` and its `normalized_score`."""
+        sampled actions: mean raw `episode_return` and its `normalized_score` (NaN for a
+        policy that is not finite)."""
         agent = self._agent(model)
         env = self.env("eval")
-        returns = a2c.play(agent, self.game, env, self.seed + 1, self.settings.a2c, seed_env=False)
+        try:
+            returns = a2c.play(
+                agent, self.game, env, self.seed + 1, self.settings.a2c, seed_env=False
+            )
+        except a2c.Diverged:
+            returns = []
         mean = float(np.mean(returns)) if returns else math.nan
         return {"episode_return": mean, "normalized_score": normalized_score(self.game, mean)}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gymnasium
 import numpy as np
 import torch
@@ -92,3 +94,17 @@ class CountingStatefulEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features, _ = self.step(x, self.initial_state(x.shape[0]))
         return features
+
+
+class ExplodingEncoder(TinyEncoder):
+    """A TinyEncoder whose features become infinite from its `explode_at`-th call on."""
+
+    def __init__(self, input_shape: tuple[int, int, int], explode_at: int) -> None:
+        super().__init__(input_shape)
+        self.explode_at = explode_at
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        features = super().forward(x)
+        return features * math.inf if self.calls >= self.explode_at else features

@@ -16,7 +16,12 @@ from envs.a2c import (
     train,
 )
 from tasks.base import InnerLoopConfig
-from tests.envs.fakes import CountingStatefulEncoder, ScriptedVectorEnv, TinyEncoder
+from tests.envs.fakes import (
+    CountingStatefulEncoder,
+    ExplodingEncoder,
+    ScriptedVectorEnv,
+    TinyEncoder,
+)
 
 T, F = True, False
 
@@ -165,3 +170,16 @@ def test_hook_sees_unclipped_gradients_before_each_update() -> None:
     assert all(0 < m <= 0.1 * 1e-3 * 1.001 for m in moved)  # the update used the clipped grad
     assert result.losses[-1] == hook.ends[0]
     assert result.metrics["env_steps"] == (4 + 1) * 3 * 2
+
+
+def test_diverged_run_stops_with_nan_losses_and_no_on_end() -> None:
+    """Unroll 2 + 1 bootstrap = 3 forward passes per update: the 8th pass is in update 3."""
+    encoder = ExplodingEncoder((4, 84, 84), explode_at=8)
+    hook = RecordingHook(list(encoder.parameters()))
+    env = ScriptedVectorEnv(2, ends=[{}, {}])
+    inner = InnerLoopConfig(steps=5, optimizer="rmsprop", lr=1e-3)
+    result = train(_agent(encoder), "fake", env, inner, A2CConfig(unroll=2), seed=0, hook=hook)
+    assert result.metrics["diverged"] == 1.0
+    assert result.losses.shape == (6,)
+    assert torch.isfinite(result.losses[:2]).all() and torch.isnan(result.losses[2:]).all()
+    assert len(hook.steps) == 2 and not hook.ends

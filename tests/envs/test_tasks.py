@@ -118,6 +118,19 @@ def test_leap_meta_learns_the_encoder_only() -> None:
         assert torch.equal(p.detach(), before)
 
 
+def test_a_diverging_game_is_dropped_by_leap() -> None:
+    dist = envs.build(["pong"], "train", num_envs=2, unroll=2)
+    model = dist.make_model("_tiny_test", {})
+    with torch.no_grad():
+        model.encoder.fc.bias.fill_(math.inf)  # type: ignore[union-attr]  # a broken init
+    leap = Leap(model, metric="energy", parameters=dist.meta_parameters(model))
+    task = dist.sample(1, np.random.default_rng(0))[0]
+    result = leap.adapt(model, task, InnerLoopConfig(steps=3, optimizer="rmsprop", lr=1e-3))
+    assert result.metrics["diverged"] == 1.0 and result.metrics["dropped"] == 1.0
+    assert torch.isnan(result.losses).all()
+    assert math.isnan(task.evaluate(model)["episode_return"])
+
+
 def test_stateful_encoder_through_a_real_game() -> None:
     """Pong truncated at 200 frames: several episode ends inside one inner loop."""
     dist = envs.build(["pong"], "train", num_envs=2, unroll=5, max_episode_frames=200)
