@@ -47,8 +47,9 @@ with its source:
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -477,6 +478,21 @@ class A2CResult(InnerLoopResult):
     """An inner loop's losses and metrics, plus every finished episode (the learning curve)."""
 
     episodes: list[Episode] = field(default_factory=list)
+
+
+def return_curve(
+    episodes: Sequence[Episode], points: int, steps_per_point: int, window: int = 10
+) -> list[float]:
+    """The learning curve of an A2C run, one point per rollout: point k is the mean return
+    of the last `window` episodes finished by the end of rollout k (environment step
+    (k + 1) * `steps_per_point`), NaN before the first one finishes."""
+    ends = [e.env_steps for e in episodes]
+    curve = []
+    for k in range(points):
+        finished = bisect.bisect_right(ends, (k + 1) * steps_per_point)
+        recent = [e.episode_return for e in episodes[max(0, finished - window) : finished]]
+        curve.append(float(np.mean(recent)) if recent else math.nan)
+    return curve
 
 
 def train(

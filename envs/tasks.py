@@ -186,7 +186,9 @@ class AtariTask(Task):
         Metrics: `episode_return` (mean raw return of the episodes finished during the
         loop, NaN if none), `normalized_score` (of that mean), `episodes`, `env_steps`
         (agent steps x environments, including the final loss rollout), `frames`, and
-        `diverged` (1 if the run stopped on a non-finite policy or loss; see `a2c.train`).
+        `diverged` (1 if the run stopped on a non-finite policy or loss; see `a2c.train`),
+        logged under `atari/` during meta-training. Curves (`a2c.return_curve`, one point
+        per rollout): `episode_return` and its `normalized_score`.
         """
         agent = self._agent(model)
         head = agent.head(self.game, self.num_outputs)
@@ -199,6 +201,13 @@ class AtariTask(Task):
         metrics = result.metrics
         metrics["normalized_score"] = normalized_score(self.game, metrics["episode_return"])
         metrics["frames"] = metrics["env_steps"] * self.settings.env.frameskip
+        per_rollout = self.settings.a2c.num_envs * self.settings.a2c.unroll
+        returns = a2c.return_curve(result.episodes, len(result.losses), per_rollout)
+        result.curves = {
+            "episode_return": returns,
+            "normalized_score": [normalized_score(self.game, r) for r in returns],
+        }
+        result.log_prefix = "atari"
         return result
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -237,6 +246,8 @@ class AtariDistribution(TaskDistribution):
     `input_shape` is the stacked observation (C, 84, 84); `num_outputs` is the largest
     action set in the pool (for reference: the agent has a head sized per game).
     """
+
+    heads_per_task = True
 
     def __init__(
         self, pool: str | list[str] | tuple[str, ...], split: str, settings: AtariSettings

@@ -18,7 +18,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -113,8 +113,18 @@ def read_initialization(path: str | Path) -> dict[str, Any]:
     return blob
 
 
-def load_initialization(path: str | Path, model: nn.Module, architecture: dict[str, Any]) -> None:
-    """Load the initialization at `path` into `model`, which must have `architecture`."""
+def load_initialization(
+    path: str | Path,
+    model: nn.Module,
+    architecture: dict[str, Any],
+    parameters: Sequence[str] | None = None,
+) -> None:
+    """Load the initialization at `path` into `model`, which must have `architecture`.
+
+    With `parameters` (the meta-learned parameters' names), only those parameters and the
+    model's buffers are loaded; the model's other parameters (per-task heads, which the
+    checkpoint may hold for other tasks) keep their values.
+    """
     blob = read_initialization(path)
     saved = blob["architecture"]
     if saved != architecture:
@@ -122,7 +132,19 @@ def load_initialization(path: str | Path, model: nn.Module, architecture: dict[s
             f"checkpoint {str(path)!r} holds an initialization for {saved}, "
             f"but the model is {architecture}"
         )
-    model.load_state_dict(blob["state_dict"])
+    state = blob["state_dict"]
+    if parameters is None:
+        model.load_state_dict(state)
+        return
+    missing = [name for name in parameters if name not in state]
+    if missing:
+        raise UserError(
+            f"checkpoint {str(path)!r} lacks the meta-learned parameters {missing[:3]} "
+            f"({len(missing)} in all)"
+        )
+    buffers = {name for name, _ in model.named_buffers()}
+    wanted = set(parameters) | buffers
+    model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)
 
 
 def write_train_state(path: Path, state: dict[str, Any]) -> None:

@@ -38,9 +38,15 @@ DEFAULT_METRICS = {
         "task/auc",
         "task/test_accuracy",
         "atari/normalized_score",
+        "task/test_normalized_score",
         "perf/tasks_per_s",
     ],
-    "evaluate": ["eval/{method}/auc", "eval/{method}/accuracy"],
+    "evaluate": [
+        "eval/{method}/auc",
+        "eval/{method}/accuracy",
+        "eval/{method}/normalized_score",
+        "eval/{method}/episode_return",
+    ],
 }
 COLUMNS = ["experiment", "job", "method", "model", "task", "metric", "mean ± 95% CI", "runs"]
 

@@ -47,6 +47,13 @@ CURVES = (
     ),
     CurveKind("task_auc", "Training-loss AUC of the meta-batch", r"task/auc", "meta-step", "AUC"),
     CurveKind(
+        "heldout_normalized_score",
+        "Atari normalized score while training on held-out games (last 10 episodes)",
+        r"eval/(?P<method>[^/]+)/train_normalized_score",
+        "A2C update",
+        "normalized score",
+    ),
+    CurveKind(
         "atari_normalized_score",
         "Atari normalized score",
         r"atari/normalized_score",

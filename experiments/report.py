@@ -34,25 +34,21 @@ def print_table(
 
 
 def print_evaluation(results: Sequence[MethodResult], title: str) -> None:
-    """Method | AUC | held-out accuracy | held-out loss | n, each mean ± 95% CI over tasks."""
+    """Method | AUC | each held-out metric | n, each mean ± 95% CI over tasks."""
+    held_keys = list(results[0].held_out) if results else []
     rows = [
         [
             r.method,
             format_ci(*mean_ci(r.auc)),
-            format_ci(*mean_ci(r.accuracy)),
-            format_ci(*mean_ci(r.loss)),
+            *[format_ci(*mean_ci(r.held_out.get(key, []))) for key in held_keys],
             str(len(r.auc)),
         ]
         for r in results
     ]
-    print_table(
-        title,
-        [
-            "method",
-            "train-loss AUC (lower is better)",
-            "held-out accuracy",
-            "held-out loss",
-            "tasks",
-        ],
-        rows,
-    )
+    columns = [
+        "method",
+        "train-loss AUC (lower is better)",
+        *[f"held-out {key.replace('_', ' ')}" for key in held_keys],
+        "tasks",
+    ]
+    print_table(title, columns, rows)

@@ -36,7 +36,7 @@ from experiments.config import Config, MetaConfig, run_name
 from experiments.errors import AllTasksDropped, RunStopped, UserError, warn
 from experiments.resume import Resumed
 from experiments.signals import GracefulStop, signal_exit_code
-from experiments.stats import mean_ci
+from experiments.stats import mean_ci, nanmean
 from experiments.tracking import Tracker, git_state, resolve_initialization
 from meta.base import MetaLearner
 from models import reinitialize
@@ -59,13 +59,19 @@ def task_distribution(cfg: Config, split: str) -> TaskDistribution:
 
 
 def architecture(cfg: Config, dist: TaskDistribution) -> dict[str, Any]:
-    """What identifies a network's shape: stored in checkpoints and checked on load."""
-    return {
+    """What identifies a network's shape: stored in checkpoints and checked on load.
+
+    The output size is left out for a family whose tasks bring their own heads
+    (`heads_per_task`): its initialization transfers to tasks with other action sets.
+    """
+    shape: dict[str, Any] = {
         "model": cfg.model.name,
         "options": dict(sorted(cfg.model.options.items())),
         "input_shape": list(dist.input_shape),
-        "num_outputs": dist.num_outputs,
     }
+    if not dist.heads_per_task:
+        shape["num_outputs"] = dist.num_outputs
+    return shape
 
 
 def build_learner(
@@ -120,13 +126,22 @@ def tracker_for(
 def task_metrics(
     results: list[InnerLoopResult], held_out: list[dict[str, float]]
 ) -> dict[str, float]:
-    """Meta-batch means of the inner loops' figures, under `task/`."""
-    return {
+    """Meta-batch means of the inner loops' figures, under `task/`, and of the metrics of
+    inner loops that name a `log_prefix` (e.g. `atari/episode_return`), NaN-aware."""
+    metrics = {
         "task/loss_first": float(np.mean([float(r.losses[0]) for r in results])),
         "task/loss_final": float(np.mean([float(r.losses[-1]) for r in results])),
         "task/auc": float(np.mean([r.auc for r in results])),
-        **{f"task/test_{key}": float(np.mean([h[key] for h in held_out])) for key in held_out[0]},
+        **{f"task/test_{key}": nanmean([h[key] for h in held_out]) for key in held_out[0]},
     }
+    prefixed: dict[str, list[float]] = {}
+    for r in results:
+        if r.log_prefix is not None:
+            for key, value in r.metrics.items():
+                if key != "dropped":
+                    prefixed.setdefault(f"{r.log_prefix}/{key}", []).append(value)
+    metrics.update({key: nanmean(values) for key, values in prefixed.items()})
+    return metrics
 
 
 def _last_line(error: BaseException) -> str:
@@ -428,21 +443,71 @@ def _meta_train(cfg: Config, ranks: distributed.Ranks) -> dict[str, Any]:
 
 @dataclass
 class MethodResult:
-    """Per-task results of one method on the evaluation tasks."""
+    """Per-task results of one method on the evaluation tasks.
+
+    `held_out` maps each metric of `Task.evaluate` (vision: `accuracy`, `loss`; Atari:
+    `episode_return`, `normalized_score`) to its value on every task; `curves` maps
+    `train_loss` and each of the inner loop's own curves to one curve per task.
+    """
 
     method: str
     auc: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    curves: list[list[float]] = field(default_factory=list)
+    held_out: dict[str, list[float]] = field(default_factory=dict)
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    def add(self, run: InnerLoopResult, held: dict[str, float]) -> None:
+        """Record one task's inner loop and held-out metrics."""
+        self.auc.append(run.auc)
+        for key, value in held.items():
+            self.held_out.setdefault(key, []).append(value)
+        self.curves.setdefault("train_loss", []).append(run.losses.tolist())
+        for key, curve in run.curves.items():
+            self.curves.setdefault(f"train_{key}", []).append(list(curve))
 
     def summary(self) -> dict[str, float]:
+        """`eval/<method>/<metric>` and its `_ci95` half-width, for the AUC and every
+        held-out metric."""
         out: dict[str, float] = {}
-        for key in ("auc", "accuracy", "loss"):
-            mean, half = mean_ci(getattr(self, key))
+        for key, values in {"auc": self.auc, **self.held_out}.items():
+            mean, half = mean_ci(values)
             out[f"eval/{self.method}/{key}"] = mean
             out[f"eval/{self.method}/{key}_ci95"] = half
         return out
+
+    def mean_curve(self, name: str) -> list[float]:
+        """Per point, the mean over tasks of curve `name`, ignoring NaN points."""
+        curves = self.curves.get(name, [])
+        return [nanmean(list(points)) for points in zip(*curves, strict=True)]
+
+
+def log_evaluation_curves(
+    tracker: Tracker, results: list[MethodResult], rows: list[list[Any]]
+) -> None:
+    """Log the evaluation's learning curves: per inner step, each method's mean curve
+    (`eval/<method>/train_loss`, `eval/<method>/train_episode_return`, ...; points where
+    no task has a value are left out); every task's curves as W&B line series; and the
+    per-task table `eval/tasks` (`rows`: method, seed, task index, task, AUC, then the
+    held-out metrics)."""
+    means = {f"eval/{r.method}/{name}": r.mean_curve(name) for r in results for name in r.curves}
+    for k in range(max((len(curve) for curve in means.values()), default=0)):
+        point = {key: curve[k] for key, curve in means.items() if not math.isnan(curve[k])}
+        if point:
+            tracker.log(point, step=k)
+    held_keys = list(results[0].held_out) if results else []
+    tracker.table("eval/tasks", ["method", "seed", "task_index", "task", "auc", *held_keys], rows)
+    for r in results:
+        keys = [f"seed{row[1]}/task{row[2]}" for row in rows if row[0] == r.method]
+        for name, curves in r.curves.items():
+            tracker.line_series(
+                f"eval/{r.method}/task_curves"
+                if name == "train_loss"
+                else f"eval/{r.method}/task_{name}_curves",
+                xs=list(range(len(curves[0]))),
+                ys=curves,
+                keys=keys,
+                title=f"{r.method}: {name.replace('_', ' ')} on each held-out task",
+                xname="inner step",
+            )
 
 
 def default_init_path(cfg: Config) -> Path:
@@ -452,7 +517,8 @@ def default_init_path(cfg: Config) -> Path:
 def evaluate(cfg: Config) -> list[MethodResult]:
     """Transfer evaluation (Leap paper protocol): from each initialization, train on
     every held-out task for K steps; report the area under the training-loss curve and
-    final held-out accuracy and loss, over tasks x seeds, beside the baselines."""
+    the task's held-out metrics after training (vision: accuracy and loss; Atari: episode
+    return and normalized score), over tasks x seeds, beside the baselines."""
     seed_everything(cfg.seed)
     init_path, init_artifact = resolve_initialization(
         cfg.eval.init, default_init_path(cfg), cfg.tracker, Path(cfg.out_dir) / "artifacts"
@@ -460,7 +526,12 @@ def evaluate(cfg: Config) -> list[MethodResult]:
     read_initialization(init_path)  # fail fast, before any data is loaded
     dist = task_distribution(cfg, cfg.eval.split)
     model = build_model(cfg, dist)
-    load_initialization(init_path, model, architecture(cfg, dist))
+    load_initialization(
+        init_path,
+        model,
+        architecture(cfg, dist),
+        dist.meta_parameters(model) if dist.heads_per_task else None,
+    )
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     inner = cfg.meta.inner()
     if cfg.eval.steps is not None:
@@ -486,37 +557,12 @@ def evaluate(cfg: Config) -> list[MethodResult]:
                         reinitialize(model, seed * 100_003 + index)
                     run = task.inner_loop(model, inner)
                     held = task.evaluate(model)
-                    r = results[method]
-                    r.auc.append(run.auc)
-                    r.accuracy.append(held["accuracy"])
-                    r.loss.append(held["loss"])
-                    r.curves.append(run.losses.tolist())
-                    rows.append(
-                        [method, seed, index, task.name, run.auc, held["accuracy"], held["loss"]]
-                    )
+                    results[method].add(run, held)
+                    rows.append([method, seed, index, task.name, run.auc, *held.values()])
                     bar.update()
         bar.close()
         seconds = time.perf_counter() - started
-        for k in range(inner.steps + 1):
-            tracker.log(
-                {
-                    f"eval/{m}/train_loss": float(np.mean([c[k] for c in results[m].curves]))
-                    for m in methods
-                },
-                step=k,
-            )
-        tracker.table(
-            "eval/tasks", ["method", "seed", "task_index", "task", "auc", "accuracy", "loss"], rows
-        )
-        for m in methods:
-            tracker.line_series(
-                f"eval/{m}/task_curves",
-                xs=list(range(inner.steps + 1)),
-                ys=results[m].curves,
-                keys=[f"seed{row[1]}/task{row[2]}" for row in rows if row[0] == m],
-                title=f"{m}: training loss on each held-out task",
-                xname="inner step",
-            )
+        log_evaluation_curves(tracker, list(results.values()), rows)
         summary: dict[str, Any] = {
             "eval/init": str(init_path),
             "eval/steps": inner.steps,

@@ -48,3 +48,11 @@ def mean_ci_by_step(
     return [
         (step, *mean_ci(by_step[step], confidence), len(by_step[step])) for step in sorted(by_step)
     ]
+
+
+def nanmean(values: Sequence[float]) -> float:
+    """Mean of the values that are not NaN (NaN if none is): a metric some tasks lack,
+    such as the return of episodes that did not finish within an inner loop."""
+    data = np.asarray(values, dtype=np.float64)
+    kept = data[~np.isnan(data)]
+    return float(kept.mean()) if kept.size else math.nan

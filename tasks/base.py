@@ -53,6 +53,12 @@ class InnerLoopResult:
 
     losses: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    """Further learning curves, K + 1 points each aligned with `losses` (NaN where a point
+    is undefined), e.g. an agent's recent episode return after each update."""
+    log_prefix: str | None = None
+    """Namespace under which meta-training logs `metrics` (meta-batch means; None: not
+    logged), e.g. "atari" for `atari/episode_return`."""
 
     @property
     def auc(self) -> float:
@@ -90,6 +96,10 @@ class TaskDistribution(ABC):
     split: str
     input_shape: tuple[int, int, int]
     num_outputs: int
+    heads_per_task: bool = False
+    """True when each task brings an output head of its own that is not part of the
+    meta-learned initialization (Atari games); then an initialization transfers to splits
+    with other output sizes, and only `meta_parameters` are loaded from it."""
 
     @abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> list[Task]:

@@ -1,8 +1,9 @@
 """Every experiment config runs end to end for a tiny budget.
 
 The vision experiments on real data sets are run on fake files by
-tests/tasks/test_experiment_configs.py; this module runs the others and checks that
-no experiment config is left without a tiny-budget run.
+tests/tasks/test_experiment_configs.py, the Atari experiments by
+tests/experiments/test_atari_task.py; this module runs the others and checks that no
+experiment config is left without a tiny-budget run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from experiments.cli import CONF_DIR, compose
 from experiments.runner import evaluate, train
 from tests.conftest import SMALL_GLYPHS
+from tests.experiments.test_atari_task import EXPERIMENTS as ATARI
 from tests.tasks.test_experiment_configs import EXPERIMENTS as RUN_ON_FAKE_DATA
 
 TINY = [
@@ -36,7 +38,7 @@ EXPERIMENTS: dict[str, list[str]] = {
 
 def test_every_experiment_config_has_a_tiny_run():
     configs = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
-    assert configs == set(EXPERIMENTS) | set(RUN_ON_FAKE_DATA)
+    assert configs == set(EXPERIMENTS) | set(RUN_ON_FAKE_DATA) | set(ATARI)
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
@@ -51,4 +53,4 @@ def test_experiment_runs_end_to_end_for_a_tiny_budget(experiment, tmp_path: Path
     assert {r.method for r in results} == {cfg.meta.name, *cfg.eval.baselines}
     for r in results:
         assert all(math.isfinite(a) for a in r.auc)
-        assert all(0 <= a <= 1 for a in r.accuracy)
+        assert all(0 <= a <= 1 for a in r.held_out["accuracy"])

@@ -70,7 +70,7 @@ def test_experiment_runs_end_to_end_for_a_tiny_budget(
     methods = {r.method for r in results}
     assert methods == {cfg.meta.name, "scratch"}
     for r in results:
-        assert len(r.auc) == 1 and math.isfinite(r.auc[0]) and 0 <= r.accuracy[0] <= 1
+        assert len(r.auc) == 1 and math.isfinite(r.auc[0]) and 0 <= r.held_out["accuracy"][0] <= 1
 
 
 def test_paper_hyperparameters_are_in_the_full_configs():
