@@ -44,7 +44,9 @@ Stateful use (e.g. an actor-critic agent on Atari):
 `step` advances the network by `steps_per_frame` internal time steps with the
 same frame (default 1; with the `full` unrolling one step carries the frame to the
 readout, with `biological` the readout lags the frame by L+1 internal steps) and
-returns the head's output at the last of them. The state holds every layer's
+returns the head's output at the last of them. BatchNorm keeps statistics per time
+step (`TimeBatchNorm2d`); `step`, whose state runs on across frames, uses the last
+step's. The state holds every layer's
 output (for feedback and the biological delay) and every cell's state; it is a
 dict of lists of tensors, so `detach_state` / `reset_state` map over it. A forward
 call never reads it: forward always starts from zeros.
@@ -169,10 +171,53 @@ def _plan(graph: GraphSpec) -> list[_Sources]:
     return plans
 
 
-def make_norm(name: str, channels: int) -> nn.Module:
-    """BatchNorm, LayerNorm over (C, H, W) (GroupNorm with one group), or nothing."""
+class TimeBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose running statistics are kept per time step (Cooijmans et al. 2017,
+    "Recurrent Batch Normalization", Sec. 4: statistics estimated separately for each
+    time step); the scale and shift are shared by all steps.
+
+    An unrolled layer sees differently distributed inputs at each step (feedback arrives,
+    the image goes off), so one running average over all steps would normalize every step
+    in evaluation mode with statistics that belong to none of them. Buffers
+    `running_mean` / `running_var` have shape (steps, C); `forward(x, time)` uses row
+    `min(time, steps - 1)`, so steps past the last share its statistics.
+    """
+
+    def __init__(self, channels: int, steps: int) -> None:
+        super().__init__(channels)
+        self.steps = steps
+        self.running_mean: Tensor
+        self.running_var: Tensor
+        self.register_buffer("running_mean", torch.zeros(steps, channels))
+        self.register_buffer("running_var", torch.ones(steps, channels))
+
+    def forward(self, x: Tensor, time: int = 0) -> Tensor:
+        row = min(time, self.steps - 1)
+        momentum = self.momentum
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative moving average, as nn.BatchNorm2d
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(
+            x,
+            self.running_mean[row],
+            self.running_var[row],
+            self.weight,
+            self.bias,
+            self.training,
+            0.0 if momentum is None else momentum,
+            self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, steps={self.steps}"
+
+
+def make_norm(name: str, channels: int, steps: int = 1) -> nn.Module:
+    """BatchNorm (statistics per time step, `TimeBatchNorm2d`), LayerNorm over (C, H, W)
+    (GroupNorm with one group), or nothing."""
     if name == "batch":
-        return nn.BatchNorm2d(channels)
+        return TimeBatchNorm2d(channels, steps)
     if name == "layer":
         return nn.GroupNorm(1, channels)
     if name == "none":
@@ -200,6 +245,7 @@ class Layer(nn.Module):
         activation_name: str,
         extra_kernel: int,
         channels_last: bool = False,
+        steps: int = 1,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
@@ -218,7 +264,7 @@ class Layer(nn.Module):
                 for name, ch in extra_inputs.items()
             }
         )
-        self.norm = make_norm(norm, spec.channels)
+        self.norm = make_norm(norm, spec.channels, steps)
         self.cell = cell
         self.pool: nn.Module = (
             nn.MaxPool2d(spec.pool, ceil_mode=True) if spec.pool > 1 else nn.Identity()
@@ -244,8 +290,9 @@ class Layer(nn.Module):
         state: State | None,
         recurrent: bool,
         z: Tensor | None = None,
+        time: int = 0,
     ) -> tuple[Tensor, State | None]:
-        """Output of the layer (after pooling) and the cell's next state.
+        """Output of the layer (after pooling) and the cell's next state at step `time`.
 
         `z` is `self.conv(ff)` when the caller already has it (an unchanged input).
         """
@@ -258,7 +305,7 @@ class Layer(nn.Module):
         if feedback is not None and self.cell.feedback_entry == "input":
             z = z + feedback
             feedback = None
-        z = self.norm(z)
+        z = self.norm(z, time) if isinstance(self.norm, TimeBatchNorm2d) else self.norm(z)
         if not (recurrent and self.has_cell) and self._pool_first:
             return self._act(self.pool(z)), state  # = pool(act(z)): act is monotone
         z = self._act(z)
@@ -425,6 +472,7 @@ class ConvRNN(nn.Module):
                 act,
                 feedback_kernel,
                 self.channels_last,
+                self.times,
             )
 
     def layer_list(self) -> list[Layer]:
@@ -466,8 +514,10 @@ class ConvRNN(nn.Module):
         outputs: list[Tensor | None],
         cells: list[State | None],
         scratch: _Scratch,
+        time: int,
     ) -> tuple[list[Tensor | None], list[State | None], Tensor]:
-        """Advance every layer by one time step; return outputs, cell states, readout input."""
+        """Advance every layer by one time step (step `time`, which picks the BatchNorm
+        statistics); return outputs, cell states, readout input."""
         full = self.unroll == "full"
         new_outputs: list[Tensor | None] = []
         new_cells: list[State | None] = []
@@ -487,7 +537,7 @@ class ConvRNN(nn.Module):
                 out, state = memo[1], cells[i]
             else:
                 z = scratch.main_conv(i, layer, ff)
-                out, state = layer(ff, extra, cells[i], self.recurrent, z)
+                out, state = layer(ff, extra, cells[i], self.recurrent, z, time)
                 if static:
                     scratch.static[i] = (ff, out)
             new_outputs.append(out)
@@ -510,7 +560,7 @@ class ConvRNN(nn.Module):
         scratch = _Scratch(count)
         logits = []
         for t in range(steps):
-            outputs, cells, top = self._tick(frame_at(t), outputs, cells, scratch)
+            outputs, cells, top = self._tick(frame_at(t), outputs, cells, scratch, t)
             if readout == "all" or t == steps - 1:
                 logits.append(self.head(top))
         return torch.stack(logits, dim=1) if readout == "all" else logits[-1]
@@ -545,7 +595,7 @@ class ConvRNN(nn.Module):
         scratch = _Scratch(len(self.layers))
         top = x
         for _ in range(self.steps_per_frame):
-            outputs, cells, top = self._tick(x, outputs, cells, scratch)
+            outputs, cells, top = self._tick(x, outputs, cells, scratch, self.times - 1)
         return self.head(top), {"outputs": outputs, "cells": cells}
 
     def reset_state(self, state: NetworkState, done: Tensor) -> NetworkState:

@@ -71,6 +71,10 @@ class RandomAffine:
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
+CALIBRATION_IMAGES = 1000
+"""At most this many training images re-estimate BatchNorm statistics for evaluation."""
+
+
 @dataclass
 class ClassificationTask(Task):
     """A supervised task on in-memory tensors.
@@ -113,5 +117,18 @@ class ClassificationTask(Task):
     ) -> InnerLoopResult:
         return fit_supervised(model, self.batches(config.batch_size), config, hook)
 
+    def calibration_images(self) -> Tensor:
+        """The training images on which held-out BatchNorm statistics are re-estimated:
+        all of them, or a sample of `CALIBRATION_IMAGES` seeded by the task."""
+        x = self.x_train
+        if x.shape[0] > CALIBRATION_IMAGES:
+            generator = torch.Generator().manual_seed(self.seed)
+            x = x[torch.randperm(x.shape[0], generator=generator)[:CALIBRATION_IMAGES]]
+        return x
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return evaluate_classifier(model, self.x_test, self.y_test)
+        """Held-out loss and accuracy in eval mode, with BatchNorm statistics re-estimated
+        on the task's training images at the model's current weights (`precise_batchnorm`)."""
+        return evaluate_classifier(
+            model, self.x_test, self.y_test, calibration=self.calibration_images()
+        )

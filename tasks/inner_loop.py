@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -72,8 +73,58 @@ def fit_supervised(
     return InnerLoopResult(losses=curve, metrics={"train_accuracy": train_accuracy})
 
 
-def evaluate_classifier(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
-    """Loss and accuracy of `model` on (x, y) in eval mode (BatchNorm uses running stats)."""
+CALIBRATION_CHUNK = 500
+"""Images per forward pass when BatchNorm statistics are re-estimated."""
+
+
+@contextlib.contextmanager
+def precise_batchnorm(model: nn.Module, images: Tensor) -> Iterator[None]:
+    """Within the block, every BatchNorm's running statistics are re-estimated on `images`
+    at the model's current weights ("precise BN", Wu & Johnson 2021: the mean of the
+    per-chunk statistics of one pass, chunks of `CALIBRATION_CHUNK`); the previous
+    statistics are restored on exit.
+
+    Why: an inner loop of tens of steps at a high learning rate moves the weights faster
+    than BatchNorm's running averages (momentum 0.1, a ~10-step window) follow, so after
+    it the running statistics describe earlier weights and eval-mode predictions suffer.
+    """
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        if m.track_running_stats and m.running_mean is not None
+    ]
+    if not norms:
+        yield
+        return
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the chunks
+        model.train()
+        with torch.no_grad():
+            for chunk in images.split(CALIBRATION_CHUNK):
+                model(chunk)
+        yield
+    finally:
+        for m, state, momentum in zip(norms, saved, momenta, strict=True):
+            m.load_state_dict(state)
+            m.momentum = momentum
+        model.train(was_training)
+
+
+def evaluate_classifier(
+    model: nn.Module, x: Tensor, y: Tensor, calibration: Tensor | None = None
+) -> dict[str, float]:
+    """Loss and accuracy of `model` on (x, y) in eval mode (BatchNorm uses running
+    statistics: with `calibration` images, statistics re-estimated on them at the current
+    weights by `precise_batchnorm`). The model is left as it was."""
+    if calibration is not None:
+        with precise_batchnorm(model, calibration):
+            return evaluate_classifier(model, x, y)
     was_training = model.training
     model.eval()
     try:

@@ -120,6 +120,9 @@ class DatasetTask(ClassificationTask):
 
         return next_batch
 
+    def calibration_images(self) -> Tensor:
+        return super().calibration_images().float().div_(255.0)
+
     def inner_loop(
         self,
         model: nn.Module,

@@ -260,7 +260,12 @@ def test_glyph_twin_with_batchnorm_matches_in_train_and_eval_mode():
     torch.manual_seed(0)
     convrnn = models.build("convrnn_glyph", (1, 28, 28), 5, width=0.25)
     twin = models.build("convrnn_glyph_ff", (1, 28, 28), 5, width=0.25)
-    twin.load_state_dict(convrnn.state_dict(), strict=False)
+    state = convrnn.state_dict()
+    # The twin runs one step: its BatchNorm keeps the statistics of step 0 only.
+    state = {
+        k: v[:1] if k.endswith(("running_mean", "running_var")) else v for k, v in state.items()
+    }
+    twin.load_state_dict(state, strict=False)
     convrnn.set_recurrence(False)
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(convrnn(x), twin(x), rtol=0, atol=0)
@@ -462,3 +467,48 @@ def test_feedforward_layer_equals_convolution_norm_activation_pool(act):
     (grad,) = torch.autograd.grad(out.square().sum(), x)
     (grad_ref,) = torch.autograd.grad(reference.square().sum(), x)
     torch.testing.assert_close(grad, grad_ref)
+
+
+# --- BatchNorm statistics per time step ----------------------------------------------------
+
+
+def test_time_batchnorm_equals_one_batchnorm_per_step():
+    """Each step's statistics (train and eval mode) are those of a separate BatchNorm2d
+    fed only that step's inputs; steps past the last share the last one's."""
+    from models.convrnn import TimeBatchNorm2d
+
+    torch.manual_seed(0)
+    norm = TimeBatchNorm2d(3, steps=4)
+    references = [nn.BatchNorm2d(3) for _ in range(4)]
+    for _ in range(3):
+        for t in range(6):
+            x = torch.randn(8, 3, 5, 5) * (t + 1) + t
+            torch.testing.assert_close(norm(x, t), references[min(t, 3)](x))
+    for t, reference in enumerate(references):
+        torch.testing.assert_close(norm.running_mean[t], reference.running_mean)
+        torch.testing.assert_close(norm.running_var[t], reference.running_var)
+    norm.eval()
+    for reference in references:
+        reference.eval()
+    x = torch.randn(8, 3, 5, 5)
+    for t in range(6):
+        torch.testing.assert_close(norm(x, t), references[min(t, 3)](x))
+
+
+def test_recurrent_model_in_eval_mode_matches_train_mode_once_statistics_settle():
+    """Feedback changes a layer's input distribution from step to step; after many
+    training-mode passes over one batch, evaluation mode (running statistics) must give
+    the training-mode (batch statistics) outputs. One running average shared by all steps
+    would not."""
+    torch.manual_seed(0)
+    model = models.build("convrnn_glyph", (1, 28, 28), 5, width=0.25)
+    x = torch.rand(64, 1, 28, 28)
+    with torch.no_grad():
+        for _ in range(200):
+            train_mode = model(x)
+        model.eval()
+        eval_mode = model(x)
+    torch.testing.assert_close(eval_mode, train_mode, rtol=0.05, atol=0.05)
+    conv3 = model.layers["conv3"].norm
+    assert conv3.running_mean.shape == (model.times, 16)
+    assert not torch.allclose(conv3.running_mean[0], conv3.running_mean[-1], atol=1e-3)

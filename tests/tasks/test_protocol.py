@@ -133,6 +133,46 @@ def test_evaluation_leaves_running_statistics_untouched():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+def test_held_out_statistics_are_re_estimated_at_the_final_weights():
+    """Stale running statistics (here: garbage) do not reach the held-out figures: they
+    are re-estimated on the training images, then restored."""
+    model, task = trained_bn_model()
+    clean = task.evaluate(model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.running_mean.fill_(3.0)
+        m.running_var.fill_(0.01)
+    assert task.evaluate(model) == clean
+    assert all(bool((m.running_mean == 3.0).all()) for m in norms), "statistics restored"
+
+
+def test_precise_batchnorm_sets_each_layers_statistics_of_the_calibration_set():
+    """Reference by hand: record each BatchNorm's input in one training-mode pass over the
+    calibration images, store its per-channel mean and unbiased variance as the running
+    statistics; eval mode must then give the same outputs."""
+    from tasks.inner_loop import precise_batchnorm
+
+    model, task = trained_bn_model()
+    reference = copy.deepcopy(model)
+    norms = [m for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    inputs: dict[torch.nn.Module, torch.Tensor] = {}
+    handles = [m.register_forward_pre_hook(lambda m, a: inputs.setdefault(m, a[0])) for m in norms]
+    with torch.no_grad():
+        reference.train()(task.x_train)
+    for handle in handles:
+        handle.remove()
+    for m in norms:
+        m.running_mean.copy_(inputs[m].mean((0, 2, 3)))
+        m.running_var.copy_(inputs[m].var((0, 2, 3), unbiased=True))
+    with torch.no_grad():
+        expected = reference.eval()(task.x_test)
+        stale = model.eval()(task.x_test)
+        with precise_batchnorm(model, task.x_train):
+            calibrated = model.eval()(task.x_test)
+    torch.testing.assert_close(calibrated, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(stale, expected, atol=1e-2), "the running statistics were stale"
+
+
 def test_random_affine_is_identity_at_zero_and_reproducible():
     images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     identity = RandomAffine(degrees=0, translate=0, scale_min=1, scale_max=1)
