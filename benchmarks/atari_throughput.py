@@ -9,7 +9,8 @@ hits every figure alike (each figure is its best round; DESIGN.md section 5):
   uniformly random actions: environment steps per second (one step = 4 emulator frames);
 - `train`: A2C training on the same vector env (`envs.a2c.train`: acting, loss, backward,
   gradient clipping, RMSprop; the Leap paper's 32 games x unroll 5) with the Nature CNN,
-  the Nature CNN under bfloat16 autocast (`precision="bf16"`), and `convrnn_atari`
+  the Nature CNN under bfloat16 autocast (`precision="bf16"`), the smaller Mnih et al.
+  2013 CNN (`mnih2013`), and `convrnn_atari`
   (reported as absent when that model is not registered): environment steps per second;
 - `gymnasium`: Gymnasium's wrapper path with random actions, once, for reference.
 
@@ -46,6 +47,7 @@ TARGET_RATIO = 0.5
 TRAINED = (
     ("nature_cnn", "nature_cnn", "fp32"),
     ("nature_cnn_bf16", "nature_cnn", "bf16"),
+    ("mnih2013", "mnih2013", "fp32"),
     ("convrnn_atari", "convrnn_atari", "fp32"),
 )
 """(figure, model, precision) of each training measurement."""
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train_to_env_ratio": cnn_ratio,
         "train_to_env_ratio_bf16": ratio("nature_cnn_bf16"),
         "convrnn_train_to_env_ratio": ratio("convrnn_atari"),
+        "mnih2013_train_to_env_ratio": ratio("mnih2013"),
         "target_ratio": TARGET_RATIO,
         "meets_target": cnn_ratio is not None and cnn_ratio >= TARGET_RATIO,
         "convrnn_atari": "measured" if trainers["convrnn_atari"] else "absent",
