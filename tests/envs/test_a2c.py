@@ -9,10 +9,12 @@ from envs.a2c import (
     A2C,
     A2CConfig,
     ActorCritic,
+    Episode,
     Rollout,
     a2c_loss,
     clip_rewards,
     nstep_returns,
+    return_curve,
     train,
 )
 from tasks.base import InnerLoopConfig
@@ -183,3 +185,18 @@ def test_diverged_run_stops_with_nan_losses_and_no_on_end() -> None:
     assert result.losses.shape == (6,)
     assert torch.isfinite(result.losses[:2]).all() and torch.isnan(result.losses[2:]).all()
     assert len(hook.steps) == 2 and not hook.ends
+
+
+def test_return_curve_is_the_trailing_mean_of_finished_episodes() -> None:
+    """Rollouts of 10 env steps; episodes end at steps 10, 15, 15, 38 with returns 1, 2, 3,
+    4; window 2. Point k counts the episodes ended by step 10 (k + 1)."""
+    episodes = [
+        Episode(env_steps=10, episode_return=1.0, length=10, env_index=0),
+        Episode(env_steps=15, episode_return=2.0, length=15, env_index=1),
+        Episode(env_steps=15, episode_return=3.0, length=15, env_index=2),
+        Episode(env_steps=38, episode_return=4.0, length=38, env_index=0),
+    ]
+    curve = return_curve(episodes, points=5, steps_per_point=10, window=2)
+    assert curve == [1.0, 2.5, 2.5, 3.5, 3.5]
+    empty = return_curve([], points=3, steps_per_point=10)
+    assert len(empty) == 3 and all(v != v for v in empty)  # NaN before any episode ends

@@ -121,3 +121,24 @@ def test_atari_experiment_configs_compose(experiment):
     cfg = compose([f"experiment={experiment}"])
     assert cfg.task.name == "atari" and cfg.meta.options["metric"] == "energy"
     assert (cfg.meta.inner_optimizer, cfg.meta.inner_lr) == ("rmsprop", 1e-4)
+
+
+def test_meta_training_logs_prefixed_metrics_ignoring_missing_values():
+    """`atari/` metrics are meta-batch means over the games that have a value (an inner
+    loop in which no episode ended has a NaN return)."""
+    from experiments.runner import task_metrics
+    from tasks.base import InnerLoopResult
+
+    losses = torch.tensor([1.0, 0.5])
+    results = [
+        InnerLoopResult(losses, {"episode_return": 3.0, "dropped": 0.0}, log_prefix="atari"),
+        InnerLoopResult(losses, {"episode_return": math.nan, "dropped": 0.0}, log_prefix="atari"),
+        InnerLoopResult(losses, {"episode_return": 5.0}, log_prefix="atari"),
+        InnerLoopResult(losses, {"train_accuracy": 0.5}),
+    ]
+    held_out = [{"normalized_score": 0.1}, {"normalized_score": math.nan}] * 2
+    metrics = task_metrics(results, held_out)
+    assert metrics["atari/episode_return"] == 4.0
+    assert "atari/dropped" not in metrics and "atari/train_accuracy" not in metrics
+    assert metrics["task/test_normalized_score"] == pytest.approx(0.1)
+    assert metrics["task/auc"] == pytest.approx(0.75)
