@@ -498,10 +498,9 @@ def log_evaluation_curves(
     for r in results:
         keys = [f"seed{row[1]}/task{row[2]}" for row in rows if row[0] == r.method]
         for name, curves in r.curves.items():
+            chart = "task_curves" if name == "train_loss" else f"task_{name}_curves"
             tracker.line_series(
-                f"eval/{r.method}/task_curves"
-                if name == "train_loss"
-                else f"eval/{r.method}/task_{name}_curves",
+                f"eval/{r.method}/{chart}",
                 xs=list(range(len(curves[0]))),
                 ys=curves,
                 keys=keys,
