@@ -552,7 +552,7 @@ def train(
     except Diverged:
         diverged = True
         optimizer.zero_grad(set_to_none=True)
-        losses += [torch.tensor(math.nan)] * (inner.steps + 1 - len(losses))
+        losses += [torch.tensor(math.nan, device=learner.device)] * (inner.steps + 1 - len(losses))
     agent.train(was_training)
     returns = [e.episode_return for e in learner.episodes]
     metrics = {
@@ -561,8 +561,7 @@ def train(
         "env_steps": float(learner.env_steps),
         "diverged": float(diverged),
     }
-    curve = torch.stack([loss.cpu() for loss in losses])
-    return A2CResult(losses=curve, metrics=metrics, episodes=learner.episodes)
+    return A2CResult(losses=torch.stack(losses).cpu(), metrics=metrics, episodes=learner.episodes)
 
 
 def play(

@@ -91,13 +91,12 @@ def precise_batchnorm(model: nn.Module, images: Tensor) -> Iterator[None]:
     norms = [
         m
         for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        if m.track_running_stats and m.running_mean is not None
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
     if not norms:
         yield
         return
-    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    saved = [[b.clone() for b in m.buffers(recurse=False)] for m in norms]
     momenta = [m.momentum for m in norms]
     was_training = model.training
     try:
@@ -110,9 +109,11 @@ def precise_batchnorm(model: nn.Module, images: Tensor) -> Iterator[None]:
                 model(chunk)
         yield
     finally:
-        for m, state, momentum in zip(norms, saved, momenta, strict=True):
-            m.load_state_dict(state)
-            m.momentum = momentum
+        with torch.no_grad():
+            for m, buffers, momentum in zip(norms, saved, momenta, strict=True):
+                for buffer, value in zip(m.buffers(recurse=False), buffers, strict=True):
+                    buffer.copy_(value)
+                m.momentum = momentum
         model.train(was_training)
 
 

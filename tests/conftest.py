@@ -6,8 +6,21 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Small glyph sets keep end-to-end tests fast: 12 alphabets, 6 for meta-training, 3 for test.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
+"""Devices to parametrize a test over: the CPU, and CUDA (marked `gpu`) where present."""
+
 SMALL_GLYPHS = [
     "task.options.alphabets=12",
     "task.options.train_alphabets=6",

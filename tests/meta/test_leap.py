@@ -20,6 +20,7 @@ from torch.func import functional_call
 from meta import Leap, Reptile
 from tasks.base import InnerLoopConfig
 from tasks.inner_loop import make_optimizer
+from tests.conftest import DEVICES
 
 STEPS = 6
 
@@ -27,16 +28,6 @@ STEPS = 6
 #: Inner learning rates: large enough for visible steps, small enough to stay stable.
 LR = {"sgd": 0.3, "momentum": 0.3, "adam": 0.05, "rmsprop": 0.01}
 INNER_OPTIMIZERS = list(LR)
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-        ],
-    ),
-]
 
 
 def tiny_model(seed: int = 0, device: str = "cpu") -> nn.Module:

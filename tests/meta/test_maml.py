@@ -12,19 +12,10 @@ from experiments.errors import UserError
 from meta import FOMAML, MAML
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task
 from tasks.classification import ClassificationTask
+from tests.conftest import DEVICES
 
 STEPS = 4
 INNER = InnerLoopConfig(steps=STEPS, optimizer="sgd", lr=0.4, batch_size=6)
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-        ],
-    ),
-]
 
 
 def tiny_model(device: str = "cpu") -> nn.Module:
