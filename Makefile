@@ -22,6 +22,7 @@ slow: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
-	$(BIN)/mypy meta models
+	$(BIN)/mypy leap_convrnn models tasks meta envs experiments benchmarks

@@ -29,6 +29,7 @@ keeps the comparison about Leap. `--threads 0` uses torch's default.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for index, task in enumerate(task_list):
             shift = (repeat + index) % len(names)
             for name in names[shift:] + names[:shift]:
-                seconds, cpu_seconds = timed(lambda run=configs[name], t=task: run(t))
+                seconds, cpu_seconds = timed(functools.partial(configs[name], task))
                 wall[name].append(seconds)
                 cpu[name].append(cpu_seconds)
             leap.end_meta_batch()

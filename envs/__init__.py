@@ -7,8 +7,11 @@ dist.sample(n, rng)                         -> [AtariTask]; task.inner_loop(...)
 envs.make_env("breakout", 32, EnvConfig())  -> a preprocessed vector env (native ALE)
 """
 
-import ale_py
-import gymnasium
+from leap_convrnn.optional import require
+
+# Before any submodule: without the `atari` extra, importing envs is one line naming it.
+gymnasium = require("gymnasium", "Atari games")
+ale_py = require("ale_py", "Atari games")
 
 from envs.a2c import A2CConfig, A2CResult, ActorCritic, Diverged, Episode, nstep_returns
 from envs.games import (
@@ -27,7 +30,7 @@ from envs.tasks import (
     AtariSettings,
     AtariTask,
     EnvCache,
-    TaskConfig,
+    GameEvalConfig,
     build,
 )
 
@@ -48,7 +51,7 @@ __all__ = [
     "EnvCache",
     "EnvConfig",
     "Episode",
-    "TaskConfig",
+    "GameEvalConfig",
     "build",
     "make_env",
     "normalized_score",

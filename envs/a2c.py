@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import gymnasium
 import numpy as np
@@ -60,9 +60,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from envs.make_env import obs_to_tensor
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
+from models.state import State, detach_state, map_state
 from tasks.base import InnerLoopConfig, InnerLoopResult, TrajectoryHook
-from tasks.inner_loop import make_optimizer as make_supervised_optimizer
+from tasks.optimizers import make_optimizer
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -132,10 +133,6 @@ class A2CConfig:
 # --------------------------------------------------------------------------- the agent
 
 
-State = Any
-"""A stateful encoder's state: a tensor or a (nested) tuple / list / dict of tensors."""
-
-
 class StatefulEncoder(Protocol):
     """The interface of an encoder that carries state across environment steps."""
 
@@ -144,17 +141,6 @@ class StatefulEncoder(Protocol):
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]: ...
 
     def reset_state(self, state: State, done: Tensor) -> State: ...
-
-
-def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
-    """Apply `fn` to every tensor of a (nested) state."""
-    if isinstance(state, Tensor):
-        return fn(state)
-    if isinstance(state, tuple | list):
-        return type(state)(map_state(fn, s) for s in state)
-    if isinstance(state, dict):
-        return {k: map_state(fn, v) for k, v in state.items()}
-    return state
 
 
 class GameHead(nn.Module):
@@ -255,11 +241,6 @@ class ActorCritic(nn.Module):
                 features = self.encoder(x)
             logits, value = self.heads[game](features)
         return logits.float(), value.float(), state
-
-
-def detach_state(state: State) -> State:
-    """Cut the autograd history of a state between updates (item 10)."""
-    return map_state(Tensor.detach, state)
 
 
 # ------------------------------------------------------------------- returns and loss
@@ -460,19 +441,6 @@ class A2C:
         self.state = detach_state(self.state)
 
 
-def make_optimizer(
-    params: Iterable[nn.Parameter], inner: InnerLoopConfig, config: A2CConfig
-) -> torch.optim.Optimizer:
-    """RMSprop with the paper's alpha and eps for `optimizer="rmsprop"` (item 7); any other
-    inner optimizer as the vision tasks build it."""
-    params = list(params)
-    if inner.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=inner.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps
-        )
-    return make_supervised_optimizer(params, inner)
-
-
 @dataclass
 class A2CResult(InnerLoopResult):
     """An inner loop's losses and metrics, plus every finished episode (the learning curve)."""
@@ -521,7 +489,8 @@ def train(
     head = agent.head(game, num_actions)
     params = [p for p in agent.encoder.parameters() if p.requires_grad]
     params += list(head.parameters())
-    optimizer = make_optimizer(params, inner, config)
+    inner = replace(inner, rmsprop_alpha=config.rmsprop_alpha, rmsprop_eps=config.rmsprop_eps)
+    optimizer = make_optimizer(params, inner)
     learner = A2C(agent, game, env, config, seed, seed_env)
     was_training = agent.training
     agent.train()

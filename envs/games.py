@@ -30,7 +30,7 @@ import functools
 import math
 import re
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 
 # game -> (random, human): Badia et al. 2020 (Agent57), Appendix H, Table of
 # "Random" and "Human" scores. Note: Mnih et al. 2015 list 16256.9 as random on

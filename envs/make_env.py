@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from envs.games import resolve_game
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
+from leap_convrnn.optional import require
 
 BACKENDS = ("native", "gymnasium")
 SCREEN_SIZE = 84
@@ -160,6 +161,8 @@ def _single_gymnasium(rom: str, config: EnvConfig) -> gymnasium.Env:
     """One game through Gymnasium's wrappers (frame skipping is done by AtariPreprocessing)."""
     import ale_py
     from ale_py.env import AtariEnv
+
+    require("cv2", "backend='gymnasium' (AtariPreprocessing)")
     from gymnasium.wrappers import AtariPreprocessing, ClipReward, FrameStackObservation
 
     gymnasium.register_envs(ale_py)

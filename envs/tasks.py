@@ -25,8 +25,9 @@ from envs import a2c
 from envs.a2c import A2CConfig, A2CResult, ActorCritic
 from envs.games import normalized_score, num_actions, resolve_pool
 from envs.make_env import EnvConfig, make_env
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from tasks.base import InnerLoopConfig, Task, TaskDistribution, TrajectoryHook
+from tasks.registry import register as register_task
 
 A2C_INNER = InnerLoopConfig(steps=100, optimizer="rmsprop", lr=1e-4)
 """The inner-loop optimizer of the Leap paper's Atari runs (RMSprop, lr 1e-4); `steps`
@@ -34,8 +35,9 @@ A2C_INNER = InnerLoopConfig(steps=100, optimizer="rmsprop", lr=1e-4)
 
 
 @dataclass(frozen=True)
-class TaskConfig:
-    """How a task evaluates and keeps its environments."""
+class GameEvalConfig:
+    """How a game task evaluates its agent (episodes, truncation) and keeps its environments
+    open between tasks (the cache size)."""
 
     eval_episodes: int = 4
     """Episodes per evaluation, played in parallel, one per environment."""
@@ -60,12 +62,12 @@ class AtariSettings:
 
     env: EnvConfig = field(default_factory=EnvConfig)
     a2c: A2CConfig = field(default_factory=A2CConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
+    evaluation: GameEvalConfig = field(default_factory=GameEvalConfig)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> AtariSettings:
         """Route flat options (`num_envs=8`, `frames=4`, ...) to their configs."""
-        groups: dict[type, dict[str, Any]] = {EnvConfig: {}, A2CConfig: {}, TaskConfig: {}}
+        groups: dict[type, dict[str, Any]] = {EnvConfig: {}, A2CConfig: {}, GameEvalConfig: {}}
         owners = {f.name: kind for kind in groups for f in fields(kind)}
         for key, value in options.items():
             if key not in owners:
@@ -76,7 +78,7 @@ class AtariSettings:
         return cls(
             env=EnvConfig(**groups[EnvConfig]),
             a2c=A2CConfig(**groups[A2CConfig]),
-            task=TaskConfig(**groups[TaskConfig]),
+            evaluation=GameEvalConfig(**groups[GameEvalConfig]),
         )
 
 
@@ -119,9 +121,9 @@ class EnvCache:
             env = make_env(game, s.a2c.num_envs, s.env)
         else:
             eval_env = replace(
-                s.env, episodic_life=False, max_episode_frames=s.task.eval_max_frames
+                s.env, episodic_life=False, max_episode_frames=s.evaluation.eval_max_frames
             )
-            env = make_env(game, s.task.eval_episodes, eval_env)
+            env = make_env(game, s.evaluation.eval_episodes, eval_env)
         env.reset(seed=seed)
         self._envs[key] = env
         while len(self._envs) > self.capacity:
@@ -259,7 +261,7 @@ class AtariDistribution(TaskDistribution):
         self.input_shape = settings.env.observation_shape
         self.action_counts = {g: num_actions(g, settings.env.full_action_space) for g in self.games}
         self.num_outputs = max(self.action_counts.values())
-        self.cache = EnvCache(settings, settings.task.env_cache_size)
+        self.cache = EnvCache(settings, settings.evaluation.env_cache_size)
 
     def __repr__(self) -> str:
         return f"AtariDistribution({self.name!r}, split={self.split!r}, games={len(self.games)})"
@@ -305,5 +307,14 @@ def build(
 ) -> AtariDistribution:
     """The Atari task distribution of `game_pool` ("leap", "atari57" or a list of games) for
     `split` ("train" | "validation" | "test"). `options` are fields of `EnvConfig`,
-    `A2CConfig` and `TaskConfig` (see their docstrings), e.g. `num_envs=8, frames=4`."""
+    `A2CConfig` and `GameEvalConfig` (see their docstrings), e.g. `num_envs=8, frames=4`."""
     return AtariDistribution(game_pool, split, AtariSettings.from_options(options))
+
+
+@register_task("atari")
+def atari_games(
+    split: str, root: str, game_pool: str | list[str] = "leap", **options: Any
+) -> AtariDistribution:
+    """Atari games as a task family (`task=atari`): `build(game_pool, split, **options)`;
+    `root` is unused, since the ROMs ship inside ale-py."""
+    return build(game_pool, split, **options)

@@ -1,5 +1,8 @@
-"""Experiments: configs, the runner, the `leap` CLI, tracking and checkpoints.
+"""Experiments, the top floor: configs, the runner, evaluation, the `leap` CLI, tracking,
+checkpoints, compare, plots and search. Nothing below this package imports it.
 
-The modules `errors` and `registry` are shared by every package of the project;
-this package's `__init__` imports nothing heavy so that they stay cheap to import.
+    config -> runner.train    -> meta-learner.adapt(model, task) -> task.inner_loop(...)
+           -> evaluate.evaluate (transfer to held-out tasks)      -> tracker / checkpoint
+
+This `__init__` imports nothing, so that `leap --help` stays fast.
 """

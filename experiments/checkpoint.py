@@ -25,7 +25,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 
 FORMAT = "leap-convrnn/initialization"
 VERSION = 1

@@ -12,86 +12,19 @@ Arguments after the subcommand are Hydra overrides of the configs in
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.errors import UserError
-
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-GROUPS = ("model", "task", "meta", "tracker", "experiment")
-
-
-def group_options(group: str) -> list[str]:
-    """The config files available in one group of experiments/conf."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def _check_group_choices(overrides: Sequence[str]) -> None:
-    """Reject an unknown group option (`model=foo`) with the list of accepted ones."""
-    import difflib
-
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        key = key.lstrip("+~")
-        if not sep or key not in GROUPS:
-            continue
-        options = group_options(key)
-        for choice in value.split(","):
-            if choice not in options and not (key == "experiment" and choice == "null"):
-                close = difflib.get_close_matches(choice, options, n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise UserError(f"unknown {key} {choice!r}{hint}; accepted: {', '.join(options)}")
-
-
-def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
-    """The cartesian product of the sweep overrides (`seed=0,1 meta=leap,reptile` -> 4 jobs)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    axes: list[list[str]] = []
-    for o in parsed:
-        key = o.get_key_element()
-        if o.is_sweep_override():
-            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            axes.append([o.input_line])
-    return [list(job) for job in itertools.product(*axes)]
-
-
-def compose(overrides: Sequence[str]) -> Any:
-    """Compose, type-check and validate the config for `overrides`; UserError on a bad value."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.config_store import ConfigStore
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from experiments.config import Config, to_config, validate
-
-    _check_group_choices(overrides)
-    ConfigStore.instance().store(name="base_config", node=Config)
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="leap"):
-            node = hydra_compose(config_name="config", overrides=list(overrides))
-        cfg = to_config(node)
-    except (HydraException, OmegaConfBaseException, ValueError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        # Hydra's first line says what failed; a second one, when present, how to fix it.
-        message = " ".join(lines[:2]) if lines else type(error).__name__
-        raise UserError(f"bad config: {message}") from None
-    validate(cfg)
-    return cfg
+from leap_convrnn.errors import UserError
 
 
 def _run_jobs(job: Callable[[Any], Any], overrides: Sequence[str], multirun: bool) -> int:
     """Run `job` on each config; `train` with distributed=N > 1 (outside torchrun) runs as
     N local processes. Returns the first non-zero exit code, or 0."""
     from experiments import distributed
+    from experiments.config import compose, expand_sweep
 
     def run(cfg: Any, job_overrides: Sequence[str]) -> int:
         if job is _train and cfg.distributed > 1 and not distributed.under_launcher():
@@ -119,15 +52,16 @@ def _train(cfg: Any) -> None:
 
 
 def _evaluate(cfg: Any) -> None:
+    from experiments.evaluate import evaluate
     from experiments.report import print_evaluation
-    from experiments.runner import evaluate
 
     print_evaluation(evaluate(cfg), title=f"{cfg.experiment}: {cfg.model.name} on {cfg.task.name}")
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from experiments.compare import compare, load_runs
+    from experiments.compare import compare
     from experiments.config import TrackerConfig
+    from experiments.runs import load_runs
     from experiments.tracking import resolve_wandb_mode
 
     project = args.project
@@ -225,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
     import warnings
 
-    from experiments.errors import LeapWarning, RunStopped, show_warning
+    from leap_convrnn.errors import LeapWarning, RunStopped, show_warning
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,23 +1,28 @@
-"""Structured (dataclass) configs: the schema every Hydra config file is checked against.
+"""Structured (dataclass) configs and their composition from the Hydra config files.
 
-Groups, one per concern, live under `experiments/conf/`: `model/`, `task/`, `meta/`,
-`tracker/`, `experiment/`. Types are enforced by OmegaConf when the config is
-composed; ranges and names by `validate`, so a bad value fails at load time with
-a one-line message.
+Groups, one per concern, live under `experiments/conf/` (`CONF_DIR`): `model/`, `task/`,
+`meta/`, `tracker/`, `experiment/`, `debug/`. `compose(overrides)` composes them the way
+Hydra does for `leap train ...`; types are enforced by OmegaConf against `Config`, ranges
+and names by `validate`, so a bad value fails at load time with a one-line message.
+`expand_sweep` turns the comma lists of a multirun into one override list per job.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.errors import UserError
-from experiments.registry import check_options
-from tasks.base import INNER_OPTIMIZERS, InnerLoopConfig
+from leap_convrnn.errors import UserError
+from leap_convrnn.registry import check_options
+from tasks.base import InnerLoopConfig
+from tasks.optimizers import INNER_OPTIMIZERS
 
 META_OPTIMIZERS = ("sgd", "adam")
 TRACKERS = ("wandb", "none")
@@ -192,11 +197,12 @@ def validate(cfg: Config) -> None:
     import meta
     import models
     import tasks
+    from experiments.families import load_task_family
 
     check_options(models.MODELS.get(cfg.model.name), cfg.model.options, f"model {cfg.model.name!r}")
+    load_task_family(cfg.task.name)
     check_options(tasks.TASKS.get(cfg.task.name), cfg.task.options, f"task {cfg.task.name!r}")
-    learner = meta.META_LEARNERS.get(cfg.meta.name)
-    check_options(learner.__init__, cfg.meta.options, f"meta-learner {cfg.meta.name!r}")
+    meta.check_learner_options(cfg.meta.name, cfg.meta.options)
     m = cfg.meta
     for key in ("meta_steps", "meta_batch_size", "inner_steps", "batch_size"):
         _positive(getattr(m, key), f"meta.{key}")
@@ -206,7 +212,7 @@ def validate(cfg: Config) -> None:
     if m.clip_grad_norm is not None:
         _positive(m.clip_grad_norm, "meta.clip_grad_norm")
     _one_of(m.meta_optimizer, META_OPTIMIZERS, "meta.meta_optimizer")
-    _one_of(m.inner_optimizer, INNER_OPTIMIZERS, "meta.inner_optimizer")
+    _one_of(m.inner_optimizer, tuple(INNER_OPTIMIZERS.names()), "meta.inner_optimizer")
     _positive(cfg.eval.tasks, "eval.tasks")
     if cfg.eval.steps is not None:
         _positive(cfg.eval.steps, "eval.steps")
@@ -264,3 +270,69 @@ def run_name(cfg: Config, job: str) -> str:
         return cfg.name if job == "train" else f"{cfg.name}-{job}"
     base = f"{cfg.experiment}-{cfg.meta.name}-{cfg.model.name}-seed{cfg.seed}"
     return base if job == "train" else f"{base}-{job}"
+
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+GROUPS = ("model", "task", "meta", "tracker", "experiment", "debug")
+
+
+def group_options(group: str) -> list[str]:
+    """The config files available in one group of experiments/conf."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _check_group_choices(overrides: Sequence[str]) -> None:
+    """Reject an unknown group option (`model=foo`) with the list of accepted ones."""
+    import difflib
+
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in GROUPS:
+            continue
+        options = group_options(key)
+        for choice in value.split(","):
+            if choice not in options and not (key in ("experiment", "debug") and choice == "null"):
+                close = difflib.get_close_matches(choice, options, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise UserError(f"unknown {key} {choice!r}{hint}; accepted: {', '.join(options)}")
+
+
+def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
+    """The cartesian product of the sweep overrides (`seed=0,1 meta=leap,reptile` -> 4 jobs)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    axes: list[list[str]] = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            axes.append([str(o.input_line)])
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def compose(overrides: Sequence[str]) -> Any:
+    """Compose, type-check and validate the config for `overrides`; UserError on a bad value."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    _check_group_choices(overrides)
+    ConfigStore.instance().store(name="base_config", node=Config)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="leap"):
+            node = hydra_compose(config_name="config", overrides=list(overrides))
+        cfg = to_config(node)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # Hydra's first line says what failed; a second one, when present, how to fix it.
+        message = " ".join(lines[:2]) if lines else type(error).__name__
+        raise UserError(f"bad config: {message}") from None
+    validate(cfg)
+    return cfg

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 
 T = TypeVar("T")
 

@@ -13,12 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from experiments.runs import RunRecord
 from experiments.stats import mean_ci_by_step
-
-if TYPE_CHECKING:
-    from experiments.compare import RunRecord
 
 
 @dataclass(frozen=True)

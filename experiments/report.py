@@ -11,7 +11,7 @@ from rich.table import Table
 from experiments.stats import format_ci, mean_ci
 
 if TYPE_CHECKING:  # the runner imports torch; `leap compare` does not need it
-    from experiments.runner import MethodResult
+    from experiments.evaluate import MethodResult
 
 
 def print_table(

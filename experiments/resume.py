@@ -24,7 +24,7 @@ from torch import nn
 
 from experiments.checkpoint import TrainStateStore
 from experiments.config import Config, resume_target
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from meta.base import MetaLearner
 
 #: Settings that decide what a run computes; a run cannot resume with them changed.

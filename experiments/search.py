@@ -22,9 +22,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
+from leap_convrnn.optional import require
+
+if TYPE_CHECKING:
+    import optuna
 
 SPACE_DIR = Path(__file__).resolve().parent / "conf" / "sweep"
 OBJECTIVES = ("auc", "accuracy", "loss")
@@ -181,7 +185,7 @@ def _trial_config(
     space: SearchSpace, overrides: Sequence[str], values: dict[str, Any], study: str, number: int
 ) -> Any:
     """The composed config of one trial: validation split, its own name, the search group."""
-    from experiments.cli import compose
+    from experiments.config import compose
 
     # `++`: set the key whether or not the base config has it (model options often do not).
     sampled = [f"++{key}={override_value(value)}" for key, value in values.items()]
@@ -208,9 +212,11 @@ def search(
     every trial). A trial whose config is rejected (a UserError) is recorded as failed
     and the search goes on.
     """
+    require("optuna", "leap search")
     import optuna
 
-    from experiments.runner import evaluate, train
+    from experiments.evaluate import evaluate
+    from experiments.runner import train
 
     study_name = study or space.name
     if not _STUDY_NAME.fullmatch(study_name):

@@ -14,7 +14,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-from experiments.errors import RunStopped
+from leap_convrnn.errors import RunStopped
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

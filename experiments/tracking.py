@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import TrackerConfig
-from experiments.errors import LeapWarning, UserError
+from leap_convrnn.errors import LeapWarning, UserError
 
 _OFFLINE_NOTICE_SHOWN = False
 
@@ -264,7 +264,7 @@ class Tracker:
                 project=config.project,
                 entity=config.entity,
                 dir=str(directory),
-                mode=mode,
+                mode=mode,  # type: ignore[arg-type]  # checked: online or offline
                 **identity,
                 id=run_id,
                 resume="allow" if run_id else None,

@@ -23,13 +23,11 @@ task as in ordinary training, and the initialization keeps them.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from experiments.errors import AllTasksDropped, UserError
-from meta.base import FreshDraw, MetaLearner
+from leap_convrnn.errors import AllTasksDropped, UserError
+from meta.base import Initialization, MetaLearner
 from meta.registry import register
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task
 
@@ -56,6 +54,7 @@ class Finetune(MetaLearner):
     """
 
     name = "finetune"
+    initialization: Initialization
 
     def __init__(
         self,
@@ -66,13 +65,7 @@ class Finetune(MetaLearner):
     ) -> None:
         trainable = [n for n, p in model.named_parameters() if p.requires_grad]
         if parameters is not None:
-            unknown = sorted(set(parameters) - set(trainable))
-            if unknown:
-                raise UserError(
-                    f"finetune parameters {unknown} are not trainable parameters of the model; "
-                    f"accepted: {', '.join(trainable)}"
-                )
-            body = [n for n in trainable if n in set(parameters)]
+            body = list(parameters)
         else:
             modules = default_head(model) if head is None else list(head)
             known = {n for n, _ in model.named_modules()}
@@ -83,35 +76,21 @@ class Finetune(MetaLearner):
                     f"accepted: {', '.join(sorted(n for n in known if n))}"
                 )
             body = [n for n in trainable if not any(_inside(n, m) for m in modules)]
-        self.body_names = body
-        self.head_names = [n for n in trainable if n not in set(body)]
-        if not self.body_names:
+        if not body:
             raise UserError("finetune has an empty body: every trainable parameter is head")
-        named = dict(model.named_parameters())
-        self.body = [named[n].detach().clone() for n in self.body_names]
-        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-        self.fresh = FreshDraw(model, self.head_names)
-        self.seed = seed
-        self.draws = 0
+        self.initialization = Initialization(
+            model, body, seed=seed, owner="finetune", storage="tensor"
+        )
         self._tasks = 0
         self._dropped = 0
 
+    @property
+    def head_names(self) -> list[str]:
+        """The per-task head: the trainable parameters outside the body, drawn afresh."""
+        return self.initialization.fresh.names
+
     def parameters(self) -> list[nn.Parameter]:
         return []
-
-    def _body(self, model: nn.Module) -> list[Tensor]:
-        named = dict(model.named_parameters())
-        return [named[n] for n in self.body_names]
-
-    def initialize(self, model: nn.Module) -> None:
-        """Load the pretrained body and its buffers into `model`, with a fresh head."""
-        self.fresh(model, self.seed + self.draws)
-        self.draws += 1
-        with torch.no_grad():
-            torch._foreach_copy_(self._body(model), self.body)
-            buffers = dict(model.named_buffers())
-            for name, value in self.buffers.items():
-                buffers[name].copy_(value)
 
     def adapt(self, model: nn.Module, task: Task, inner: InnerLoopConfig) -> InnerLoopResult:
         """Train body and a fresh head on the task; keep the trained body and buffers.
@@ -121,16 +100,13 @@ class Finetune(MetaLearner):
         """
         self.initialize(model)
         result = task.inner_loop(model, inner)
-        body = [p.detach() for p in self._body(model)]
+        body = [p.detach() for p in self.initialization.bind(model)]
         checks = [torch.isfinite(result.losses).all(), *(torch.isfinite(t).all() for t in body)]
         if not bool(torch.stack([c.cpu() for c in checks]).all()):
             result.metrics["dropped"] = 1.0
             self._dropped += 1
             return result
-        with torch.no_grad():
-            torch._foreach_copy_(self.body, body)
-            for name, value in model.named_buffers():
-                self.buffers[name].copy_(value)
+        self.initialization.keep(model)
         self._tasks += 1
         return result
 
@@ -142,20 +118,6 @@ class Finetune(MetaLearner):
             raise AllTasksDropped(f"no task trained the body ({dropped} dropped: non-finite loss)")
         self._tasks = 0
         return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "body": [t.clone() for t in self.body],
-            "buffers": {n: b.clone() for n, b in self.buffers.items()},
-            "draws": self.draws,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for mine, saved in zip(self.body, state["body"], strict=True):
-                mine.copy_(saved)
-        self.buffers = {n: b.clone() for n, b in state["buffers"].items()}
-        self.draws = int(state["draws"])
 
 
 def _inside(parameter: str, module: str) -> bool:

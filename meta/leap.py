@@ -56,13 +56,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from experiments.errors import AllTasksDropped, UserError
-from meta.base import FlatBuffer, FreshDraw, MetaLearner
+from leap_convrnn.errors import AllTasksDropped, UserError
+from meta.base import FlatBuffer, Initialization, MetaLearner
 from meta.registry import register
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task
 
@@ -197,6 +196,7 @@ class Leap(MetaLearner):
     """
 
     name = "leap"
+    initialization: Initialization
 
     def __init__(
         self,
@@ -218,26 +218,12 @@ class Leap(MetaLearner):
         self.final_segment = final_segment
         self.scale = float(scale)
         self.eps = eps
-        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        named = trainable
-        if parameters is not None:
-            unknown = sorted(set(parameters) - set(trainable))
-            if unknown:
-                raise UserError(
-                    f"Leap parameters {unknown} are not trainable parameters of the model; "
-                    f"accepted: {', '.join(trainable)}"
-                )
-            named = {n: trainable[n] for n in parameters}
-        if not named:
-            raise UserError(f"{type(self).__name__} has no trainable parameter to meta-learn")
-        if len({p.device for p in named.values()}) > 1:
+        self.initialization = Initialization(
+            model, parameters, seed=seed, owner=type(self).__name__
+        )
+        self.init: list[nn.Parameter] = self.initialization.values  # type: ignore[assignment]
+        if len({p.device for p in self.init}) > 1:
             raise UserError(f"{type(self).__name__} needs its parameters on one device")
-        self.names = list(named)
-        self.init = [nn.Parameter(p.detach().clone()) for p in named.values()]
-        self.init_buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-        self.fresh = FreshDraw(model, [n for n in trainable if n not in named])
-        self.seed = seed
-        self.draws = 0
         self.accumulator = FlatBuffer(list(self.init))
         self._tasks = 0
         self._dropped = 0
@@ -245,21 +231,6 @@ class Leap(MetaLearner):
 
     def parameters(self) -> list[nn.Parameter]:
         return self.init
-
-    def _bind(self, model: nn.Module) -> list[Tensor]:
-        named = dict(model.named_parameters())
-        return [named[n] for n in self.names]
-
-    def initialize(self, model: nn.Module) -> None:
-        """Load theta_0 and the initial buffers into `model`; draw the other parameters afresh."""
-        if self.fresh.names:
-            self.fresh(model, self.seed + self.draws)
-            self.draws += 1
-        with torch.no_grad():
-            torch._foreach_copy_(self._bind(model), [p.detach() for p in self.init])
-            buffers = dict(model.named_buffers())
-            for name, value in self.init_buffers.items():
-                buffers[name].copy_(value)
 
     @contextmanager
     def task(self, model: nn.Module) -> Iterator[LeapTrajectory]:
@@ -272,7 +243,7 @@ class Leap(MetaLearner):
         it is counted as dropped.
         """
         self.initialize(model)
-        trajectory = LeapTrajectory(self, self._bind(model))
+        trajectory = LeapTrajectory(self, self.initialization.bind(model))
         yield trajectory
         if trajectory.dropped or not trajectory.finite():
             trajectory.dropped = True
@@ -321,17 +292,6 @@ class Leap(MetaLearner):
             key: float(objective),
             "meta/grad_norm": float(grad_norm),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["buffers"] = {n: b.clone() for n, b in self.init_buffers.items()}
-        state["draws"] = self.draws
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.init_buffers = {n: b.clone() for n, b in state["buffers"].items()}
-        self.draws = int(state.get("draws", 0))
 
 
 @register("reptile")

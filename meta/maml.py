@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.compat import import_learn2learn
-from experiments.errors import AllTasksDropped, UserError
-from meta.base import FlatBuffer, MetaLearner
+from leap_convrnn.errors import AllTasksDropped, UserError
+from leap_convrnn.optional import import_learn2learn
+from meta.base import FlatBuffer, Initialization, MetaLearner
 from meta.registry import register
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task
 
@@ -71,16 +70,26 @@ class MAML(MetaLearner):
         max_steps: cap on the number of adaptation steps K during meta-training
             (K = min(inner.steps, max_steps)); null for no cap. Second-order MAML keeps
             every step's graph, so its memory grows with K.
+        parameters: names of the model parameters to meta-learn (default: all trainable
+            ones); the others are drawn afresh for every task and adapted with the rest.
+        seed: seed of the first fresh draw of the parameters left out of `parameters`.
     """
 
     name = "maml"
 
+    initialization: Initialization
+
     def __init__(
-        self, model: nn.Module, first_order: bool = False, max_steps: int | None = None
+        self,
+        model: nn.Module,
+        first_order: bool = False,
+        max_steps: int | None = None,
+        parameters: list[str] | None = None,
+        seed: int = 0,
     ) -> None:
         if max_steps is not None and max_steps < 1:
             raise UserError(f"{self.name} max_steps must be >= 1 or null, got {max_steps}")
-        l2l = import_learn2learn()
+        l2l = import_learn2learn(f"meta={self.name}")
         self.first_order = first_order
         self.max_steps = max_steps
         self.module = copy.deepcopy(model)
@@ -89,12 +98,10 @@ class MAML(MetaLearner):
         self.maml = l2l.algorithms.MAML(
             self.module, lr=0.1, first_order=first_order, allow_unused=True, allow_nograd=True
         )
-        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
-        if not named:
-            raise UserError(f"{self.name} has no trainable parameter to meta-learn")
-        self.names = [n for n, _ in named]
-        self.params: list[nn.Parameter] = [p for _, p in named]
-        self.init_buffers = {n: b.detach().clone() for n, b in self.module.named_buffers()}
+        self.initialization = Initialization(
+            self.module, parameters, seed=seed, owner=self.name, storage="shared"
+        )
+        self.params: list[nn.Parameter] = self.initialization.values  # type: ignore[assignment]
         self.accumulator = FlatBuffer([p.detach() for p in self.params])
         self._tasks = 0
         self._dropped = 0
@@ -102,21 +109,6 @@ class MAML(MetaLearner):
 
     def parameters(self) -> list[nn.Parameter]:
         return self.params
-
-    def _reset_buffers(self) -> None:
-        with torch.no_grad():
-            buffers = dict(self.module.named_buffers())
-            for name, value in self.init_buffers.items():
-                buffers[name].copy_(value)
-
-    def initialize(self, model: nn.Module) -> None:
-        """Copy theta_0 and the initial buffers into `model` (by parameter name)."""
-        named = dict(model.named_parameters())
-        buffers = dict(model.named_buffers())
-        with torch.no_grad():
-            torch._foreach_copy_([named[n] for n in self.names], [p.detach() for p in self.params])
-            for name, value in self.init_buffers.items():
-                buffers[name].copy_(value)
 
     def steps(self, inner: InnerLoopConfig) -> int:
         """The number of adaptation steps K used for `inner`."""
@@ -137,7 +129,7 @@ class MAML(MetaLearner):
                 f"got inner optimizer {inner.optimizer!r}: set meta.inner_optimizer=sgd"
             )
         self.maml.lr = inner.lr
-        self._reset_buffers()
+        self.initialization.load(self.module)
         self.module.train()
         learner = self.maml.clone()
         losses: list[Tensor] = []
@@ -205,15 +197,6 @@ class MAML(MetaLearner):
             "meta/grad_norm": float(grad_norm),
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["buffers"] = {n: b.clone() for n, b in self.init_buffers.items()}
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.init_buffers = {n: b.clone() for n, b in state["buffers"].items()}
-
 
 @register("fomaml")
 class FOMAML(MAML):
@@ -221,5 +204,13 @@ class FOMAML(MAML):
 
     name = "fomaml"
 
-    def __init__(self, model: nn.Module, max_steps: int | None = None) -> None:
-        super().__init__(model, first_order=True, max_steps=max_steps)
+    def __init__(
+        self,
+        model: nn.Module,
+        max_steps: int | None = None,
+        parameters: list[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            model, first_order=True, max_steps=max_steps, parameters=parameters, seed=seed
+        )

@@ -25,7 +25,11 @@ class Scratch(MetaLearner):
 
     name = "scratch"
 
-    def __init__(self, model: nn.Module, seed: int = 0) -> None:
+    def __init__(
+        self, model: nn.Module, parameters: list[str] | None = None, seed: int = 0
+    ) -> None:
+        """`parameters` is accepted like every learner's and unused: Scratch draws every
+        parameter of the model afresh."""
         self.seed = seed
         self.draws = 0
 

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.errors import UserError
-from experiments.registry import Registry
+from leap_convrnn.errors import UserError
+from leap_convrnn.registry import Registry
 
 State = dict[str, Tensor]
 Activation = Callable[[Tensor], Tensor]

@@ -72,8 +72,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from models.cells import MONOTONE, Cell, CellConfig, State, activation, build_cell, same_conv
+from models.state import map_state
 
 UNROLLS = ("biological", "full")
 HEADS = ("logits", "features")
@@ -602,21 +603,5 @@ class ConvRNN(nn.Module):
         """Zero every state tensor of the streams where `done` (B,) is True."""
         finished = done.to(torch.bool)
         return map_state(
-            state, lambda t: t.masked_fill(finished.view(-1, *([1] * (t.dim() - 1))), 0.0)
+            lambda t: t.masked_fill(finished.view(-1, *([1] * (t.dim() - 1))), 0.0), state
         )
-
-
-def map_state(state: Any, fn: Callable[[Tensor], Tensor]) -> Any:
-    """Apply `fn` to every tensor of a state pytree (dicts, lists, tuples of tensors)."""
-    if isinstance(state, Tensor):
-        return fn(state)
-    if isinstance(state, dict):
-        return {k: map_state(v, fn) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(map_state(v, fn) for v in state)
-    return state
-
-
-def detach_state(state: Any) -> Any:
-    """The state with every tensor detached from the autograd graph (truncated BPTT)."""
-    return map_state(state, Tensor.detach)

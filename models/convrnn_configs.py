@@ -44,7 +44,7 @@ from typing import Any
 
 from torch import nn
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from models.cells import CellConfig
 from models.convrnn import INPUT, ConvRNN, GraphSpec, LayerSpec
 from models.registry import register

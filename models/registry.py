@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from experiments.errors import UserError
-from experiments.registry import Registry, check_options
+from leap_convrnn.errors import UserError
+from leap_convrnn.registry import Registry, check_options
 
 ModelBuilder = Callable[..., nn.Module]
 

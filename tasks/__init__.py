@@ -1,7 +1,14 @@
-"""Few-shot vision task distributions: the embedded glyph alphabets and real data sets."""
+"""Task families: the task contract (`tasks.base`) and the vision families.
 
-from typing import Any
+A family is registered by name in `TASKS` where it is defined; a package above this one
+may register its own (envs/ registers "atari"). `build(name, split, root, **options)`
+returns a `TaskDistribution`.
+"""
 
+from tasks import episodes as _episodes  # noqa: F401  (registers the *_fewshot families)
+from tasks import glyph_tasks as _glyphs  # noqa: F401  (registers glyphs)
+from tasks import multicv as _multicv  # noqa: F401  (registers multicv, multicv_offline)
+from tasks import omniglot as _omniglot  # noqa: F401  (registers omniglot)
 from tasks.base import (
     InnerLoopConfig,
     InnerLoopResult,
@@ -9,34 +16,7 @@ from tasks.base import (
     TaskDistribution,
     TrajectoryHook,
 )
-from tasks.episodes import (
-    cifarfs_episodes,
-    glyph_episodes,
-    mini_imagenet_episodes,
-    omniglot_episodes,
-)
-from tasks.glyph_tasks import glyph_tasks
-from tasks.multicv import multicv_offline_tasks, multicv_tasks
-from tasks.omniglot import omniglot_tasks
 from tasks.registry import TASKS, build, register
-
-
-@register("atari")
-def atari_games(split: str, root: str, game_pool: str | list[str] = "leap", **options: Any) -> Any:
-    """Atari games as tasks (`envs.build`); `root` is unused: the ROMs ship inside ale-py."""
-    import envs
-
-    return envs.build(game_pool, split, **options)
-
-
-register("glyphs")(glyph_tasks)
-register("omniglot")(omniglot_tasks)
-register("omniglot_fewshot")(omniglot_episodes)
-register("miniimagenet_fewshot")(mini_imagenet_episodes)
-register("cifarfs_fewshot")(cifarfs_episodes)
-register("glyphs_fewshot")(glyph_episodes)
-register("multicv")(multicv_tasks)
-register("multicv_offline")(multicv_offline_tasks)
 
 __all__ = [
     "TASKS",

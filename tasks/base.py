@@ -15,18 +15,23 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-INNER_OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
-
 
 @dataclass(frozen=True)
 class InnerLoopConfig:
-    """How a task trains a model: K steps of a torch optimizer on minibatches."""
+    """How a task trains a model: K steps of a torch optimizer on minibatches.
+
+    `optimizer` names an entry of `tasks.optimizers.INNER_OPTIMIZERS`.
+    """
 
     steps: int = 100
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     batch_size: int = 20
+    rmsprop_alpha: float = 0.99
+    """RMSprop's decay of the squared-gradient average (torch's default)."""
+    rmsprop_eps: float = 1e-8
+    """RMSprop's epsilon (torch's default; the Atari learner sets the Leap paper's 1e-4)."""
 
 
 class TrajectoryHook(Protocol):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task, TrajectoryHook
 from tasks.inner_loop import Batch, evaluate_classifier, fit_supervised
 

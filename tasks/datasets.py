@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 
 CACHE_VERSION = 1
 DOWNLOAD_HINT = "data.download=true"  # every real-data task config forwards it

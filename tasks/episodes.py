@@ -37,8 +37,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from experiments.compat import import_learn2learn
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
+from leap_convrnn.optional import import_learn2learn
 from tasks.base import Task, TaskDistribution
 from tasks.classification import ClassificationTask
 from tasks.datasets import data_root, missing_files, open_dataset
@@ -47,6 +47,7 @@ from tasks.glyphs import GlyphSpec
 from tasks.glyphs import load as load_glyphs
 from tasks.inner_loop import Batch
 from tasks.omniglot import load_alphabets
+from tasks.registry import register
 
 
 @contextlib.contextmanager
@@ -137,7 +138,7 @@ class EpisodeTasks(TaskDistribution):
                 f"{name} {split} split has {len(usable)} classes with >= {shots + query_shots} "
                 f"images, fewer than ways={ways}; lower task.options.ways, shots or query_shots"
             )
-        l2l = import_learn2learn()
+        l2l = import_learn2learn("N-way K-shot episodes")
         transforms = l2l.data.transforms
         meta = l2l.data.MetaDataset(dataset, labels_to_indices=usable)
         steps = [
@@ -211,6 +212,7 @@ def _characters_dataset(
     return TensorDataset(images, torch.tensor(labels)), labels
 
 
+@register("omniglot_fewshot")
 def omniglot_episodes(
     split: str,
     root: str,
@@ -244,6 +246,7 @@ def omniglot_episodes(
     )
 
 
+@register("glyphs_fewshot")
 def glyph_episodes(
     split: str,
     root: str,
@@ -296,6 +299,7 @@ MINI_IMAGENET_FOLDER = "mini-imagenet"
 MINI_IMAGENET_FILES = "mini-imagenet-cache-{train,validation,test}.pkl"
 
 
+@register("miniimagenet_fewshot")
 def mini_imagenet_episodes(
     split: str,
     root: str,
@@ -309,7 +313,7 @@ def mini_imagenet_episodes(
     path = data_root(root) / MINI_IMAGENET_FOLDER
     if not download and not (path / f"mini-imagenet-cache-{split}.pkl").exists():
         raise missing_files("MiniImageNet", path, MINI_IMAGENET_FILES)
-    l2l = import_learn2learn()
+    l2l = import_learn2learn("N-way K-shot episodes")
 
     def build() -> Any:
         path.mkdir(parents=True, exist_ok=True)
@@ -333,6 +337,7 @@ def mini_imagenet_episodes(
 CIFARFS_FILES = "cifar100/data/<class>/*.png and cifar100/splits/bertinetto/{train,val,test}.txt"
 
 
+@register("cifarfs_fewshot")
 def cifarfs_episodes(
     split: str,
     root: str,
@@ -347,7 +352,7 @@ def cifarfs_episodes(
     path = base / "cifarfs"
     if not download and not path.exists():
         raise missing_files("CIFAR-FS", path, CIFARFS_FILES)
-    l2l = import_learn2learn()
+    l2l = import_learn2learn("N-way K-shot episodes")
     from torchvision.transforms import ToTensor
 
     processed = path / "processed"

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from tasks.base import Task, TaskDistribution
 from tasks.classification import Augment, ClassificationTask, RandomAffine
 from tasks.glyphs import GlyphSet, GlyphSpec, load
+from tasks.registry import register
 
 SPLITS = ("train", "validation", "test")
 
@@ -107,6 +108,7 @@ class AlphabetTasks(TaskDistribution):
         )
 
 
+@register("glyphs")
 def glyph_tasks(
     split: str,
     root: str,

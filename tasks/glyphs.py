@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 
 FORMAT_VERSION = 1
 CURVE_POINTS = 10  # samples along each stroke

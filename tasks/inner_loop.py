@@ -1,36 +1,18 @@
-"""The supervised inner loop every vision task runs, and the inner optimizers."""
+"""The supervised inner loop every vision task runs, and held-out scoring in eval mode."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.errors import UserError
-from tasks.base import INNER_OPTIMIZERS, InnerLoopConfig, InnerLoopResult, TrajectoryHook
+from tasks.base import InnerLoopConfig, InnerLoopResult, TrajectoryHook
+from tasks.optimizers import make_optimizer
 
 Batch = tuple[Tensor, Tensor]
-
-
-def make_optimizer(
-    params: Iterable[nn.Parameter], config: InnerLoopConfig
-) -> torch.optim.Optimizer:
-    """Build the inner-loop optimizer named by `config.optimizer`."""
-    params = list(params)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr)
-    if config.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr)
-    raise UserError(
-        f"unknown inner optimizer {config.optimizer!r}; accepted: {', '.join(INNER_OPTIMIZERS)}"
-    )
 
 
 def fit_supervised(

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
+from leap_convrnn.optional import require
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task, TaskDistribution, TrajectoryHook
 from tasks.classification import ClassificationTask
 from tasks.datasets import TORCHVISION_SETS, LabelledImages, to_shape
@@ -51,6 +52,7 @@ from tasks.glyph_tasks import SPLITS
 from tasks.glyphs import GlyphSpec
 from tasks.glyphs import load as load_glyphs
 from tasks.inner_loop import Batch
+from tasks.registry import register
 
 UNUSED_LOGIT = -1e4  # bias of a masked output: exp(-1e4) is exactly 0 in float32
 
@@ -252,6 +254,7 @@ def _family(
 MULTICV_DATASETS = ("mnist", "fashion_mnist", "svhn", "cifar10", "cifar100", "gtsrb")
 
 
+@register("multicv")
 def multicv_tasks(
     split: str,
     root: str,
@@ -333,9 +336,8 @@ def _split_set(name: str, classes: int, images: Tensor, labels: Tensor, seed: in
 
 def digits_set(seed: int) -> ImageSet:
     """scikit-learn's handwritten digits: 1797 images, 8 x 8, 10 classes; seeded 75/25 split."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    datasets = require("sklearn.datasets", "the digits set of multicv_offline")
+    digits = datasets.load_digits()
     images = torch.from_numpy(np.round(digits.images * (255.0 / 16.0)).astype(np.uint8))
     return _split_set(
         "digits", 10, images.unsqueeze(1), torch.from_numpy(digits.target).long(), seed
@@ -345,9 +347,8 @@ def digits_set(seed: int) -> ImageSet:
 def faces_set(seed: int) -> ImageSet:
     """scikit-image's LFW subset: 100 faces (label 1) and 100 non-faces (label 0), 25 x 25,
     seeded 75/25 split."""
-    from skimage.data import lfw_subset
-
-    raw = np.asarray(lfw_subset())
+    data = require("skimage.data", "the faces set of multicv_offline")
+    raw = np.asarray(data.lfw_subset())
     if raw.dtype != np.uint8:  # float in [0, 1] in some scikit-image releases
         raw = np.round(np.clip(raw, 0, 1) * 255).astype(np.uint8)
     labels = torch.cat([torch.ones(100), torch.zeros(len(raw) - 100)]).long()
@@ -377,6 +378,7 @@ def glyph_sets(root: str, alphabets: int, seed: int) -> list[ImageSet]:
     return sets
 
 
+@register("multicv_offline")
 def multicv_offline_tasks(
     split: str,
     root: str,

@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from tasks.classification import RandomAffine
 from tasks.datasets import data_root, missing_files, open_dataset
 from tasks.glyph_tasks import SPLITS, AlphabetSplit, AlphabetTasks
+from tasks.registry import register
 
 FOLDER = "omniglot-py"
 SETS = {"images_background": True, "images_evaluation": False}  # folder -> torchvision flag
@@ -141,6 +142,7 @@ def leap_split(
     return {split: [kept[i] for i in indices] for split, indices in chosen.items()}
 
 
+@register("omniglot")
 def omniglot_tasks(
     split: str,
     root: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from experiments.registry import Registry, check_options
+from leap_convrnn.registry import Registry, check_options
 from tasks.base import TaskDistribution
 
 TASKS: Registry[Callable[..., TaskDistribution]] = Registry("task")

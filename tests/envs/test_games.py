@@ -17,7 +17,7 @@ from envs.games import (
     resolve_game,
     resolve_pool,
 )
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs.make_env import EnvConfig, make_env, obs_to_tensor
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 
 
 @pytest.mark.parametrize("backend", ["native", "gymnasium"])

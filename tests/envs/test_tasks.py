@@ -11,7 +11,7 @@ import torch
 import envs
 import models
 from envs.a2c import ActorCritic, GameHead
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from meta import Leap
 from models.registry import MODELS
 from tasks.base import InnerLoopConfig

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from experiments.checkpoint import read_initialization
-from experiments.cli import compose, main
-from experiments.runner import evaluate, train
+from experiments.cli import main
+from experiments.config import compose
+from experiments.evaluate import evaluate
+from experiments.runner import train
 
 TINY_ATARI = [
     "task.options.game_pool=[pong,breakout]",

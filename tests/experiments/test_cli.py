@@ -17,14 +17,13 @@ from tests.conftest import SMALL_GLYPHS
 
 TINY = [
     "experiment=glyphs_demo",
+    "debug=tiny",
     *SMALL_GLYPHS,
     "model.options.width=8",
     "meta.meta_steps=3",
-    "meta.meta_batch_size=2",
     "meta.inner_steps=4",
     "eval.tasks=2",
-    "eval.seeds=[0]",
-    "progress=false",
+    "eval.steps=4",
 ]
 RUN = "glyphs_demo-leap-conv4-seed0"
 

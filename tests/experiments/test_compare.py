@@ -12,8 +12,9 @@ import pytest
 import scipy.stats
 
 from experiments.cli import main
-from experiments.compare import compare, find_runs, load_runs, read_run
+from experiments.compare import compare
 from experiments.plots import plot_learning_curves
+from experiments.runs import find_runs, load_runs, read_run
 from experiments.stats import mean_ci_by_step
 
 SEEDS = (0, 1, 2)

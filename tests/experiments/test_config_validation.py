@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import experiments.evaluate as evaluation
 import experiments.runner as runner
-from experiments.cli import compose, main
-from experiments.config import Config, resume_target
-from experiments.errors import UserError
+from experiments.cli import main
+from experiments.config import Config, compose, resume_target
+from leap_convrnn.errors import UserError
 
 SETTINGS = settings(
     max_examples=30,
@@ -112,7 +113,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"a malformed config was accepted: {cfg}")
 
     monkeypatch.setattr(runner, "train", refuse)
-    monkeypatch.setattr(runner, "evaluate", refuse)
+    monkeypatch.setattr(evaluation, "evaluate", refuse)
 
 
 @SETTINGS

@@ -13,22 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import CONF_DIR, compose
-from experiments.runner import evaluate, train
+from experiments.config import CONF_DIR, compose
+from experiments.evaluate import evaluate
+from experiments.runner import train
 from tests.conftest import SMALL_GLYPHS
 from tests.experiments.test_atari_task import EXPERIMENTS as ATARI
 from tests.tasks.test_experiment_configs import EXPERIMENTS as RUN_ON_FAKE_DATA
 
-TINY = [
-    "tracker=none",
-    "progress=false",
-    "meta.meta_steps=2",
-    "meta.meta_batch_size=2",
-    "meta.inner_steps=3",
-    "eval.tasks=1",
-    "eval.seeds=[0]",
-    "eval.steps=3",
-]
+TINY = ["debug=tiny", "tracker=none"]
 EXPERIMENTS: dict[str, list[str]] = {
     "glyphs_demo": [*SMALL_GLYPHS, "model.options.width=8"],
     "glyphs_leap": [*SMALL_GLYPHS, "model.options.width=8"],

@@ -18,7 +18,7 @@ from torch import nn
 import experiments.runner as runner
 from experiments.checkpoint import TrainStateStore, read_train_state
 from experiments.cli import main
-from experiments.errors import AllTasksDropped, UserError
+from leap_convrnn.errors import AllTasksDropped, UserError
 from meta.base import MetaLearner
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task, TaskDistribution
 from tests.conftest import SMALL_GLYPHS

@@ -21,13 +21,12 @@ from tests.conftest import SMALL_GLYPHS
 STEPS = 8
 TINY = [
     "experiment=glyphs_demo",
+    "debug=tiny",
     *SMALL_GLYPHS,
     "model.options.width=4",
     f"meta.meta_steps={STEPS}",
-    "meta.meta_batch_size=2",
-    "meta.inner_steps=2",
+    "meta.batch_size=20",
     "tracker=none",
-    "progress=false",
     "checkpoint_every=2",
     "keep_checkpoints=2",
 ]

@@ -7,22 +7,19 @@ import optuna
 import pytest
 
 from experiments.cli import main
-from experiments.compare import read_local_runs
-from experiments.errors import UserError
+from experiments.runs import read_local_runs
 from experiments.search import load_space, override_value
+from leap_convrnn.errors import UserError
 from tests.conftest import SMALL_GLYPHS
 
 TINY = [
+    "debug=tiny",
     *SMALL_GLYPHS,
     "model.options.width=0.125",
     "meta.meta_steps=1",
     "meta.meta_batch_size=1",
-    "meta.inner_steps=2",
     "meta.batch_size=4",
     "++model.options.times=2",
-    "eval.tasks=1",
-    "eval.steps=2",
-    "progress=false",
 ]
 
 

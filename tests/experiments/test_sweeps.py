@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 from experiments.cli import main
-from experiments.compare import read_local_runs
+from experiments.runs import read_local_runs
 from tests.conftest import SMALL_GLYPHS
 
 TINY = [
     "experiment=glyphs_demo",
+    "debug=tiny",
     *SMALL_GLYPHS,
     "model.options.width=4",
     "meta.meta_steps=1",
     "meta.meta_batch_size=1",
-    "meta.inner_steps=2",
-    "progress=false",
+    "meta.batch_size=20",
 ]
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import compose
-from experiments.compare import read_run
-from experiments.config import TrackerConfig
-from experiments.errors import UserError
-from experiments.runner import evaluate, train
+from experiments.config import TrackerConfig, compose
+from experiments.evaluate import evaluate
+from experiments.runner import train
+from experiments.runs import read_run
 from experiments.tracking import (
     Tracker,
     download_artifact,
@@ -24,19 +23,16 @@ from experiments.tracking import (
     is_artifact_reference,
     resolve_initialization,
 )
+from leap_convrnn.errors import UserError
 from tests.conftest import SMALL_GLYPHS
 
 TINY = [
     "experiment=glyphs_demo",
+    "debug=tiny",
     *SMALL_GLYPHS,
     "model.options.width=4",
-    "meta.meta_steps=2",
     "meta.meta_batch_size=1",
-    "meta.inner_steps=2",
-    "eval.tasks=1",
-    "eval.steps=2",
-    "eval.seeds=[0]",
-    "progress=false",
+    "meta.batch_size=20",
 ]
 RUN = "glyphs_demo-leap-conv4-seed0"
 

@@ -1,5 +1,6 @@
-"""The runner's contract, for every learner: diverged tasks are dropped and flagged, a
-meta-batch with no usable task raises AllTasksDropped, and state_dict resumes exactly."""
+"""The runner's contract, for every learner: one way to build it, diverged tasks are
+dropped and flagged, a meta-batch with no usable task raises AllTasksDropped, state_dict
+resumes exactly, and a learner with an initialization draws the rest afresh per task."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 import meta
-from experiments.errors import AllTasksDropped
+from leap_convrnn.errors import AllTasksDropped
 from tasks.base import InnerLoopConfig
 from tasks.classification import ClassificationTask
 
@@ -35,10 +36,9 @@ def make_task(seed: int, poisoned: bool = False) -> ClassificationTask:
     return ClassificationTask(f"t{seed}", x[:24], y[:24], x[24:], y[24:], 3, seed)
 
 
-def build(name: str, model: nn.Module):
-    """The learner registered as `name`, with seed 3 where it takes a seed."""
-    accepted = inspect.signature(meta.META_LEARNERS.get(name).__init__).parameters
-    return meta.build(name, model, **({"seed": 3} if "seed" in accepted else {}))
+def build(name: str, model: nn.Module, **options):
+    """The learner registered as `name`, seeded with 3."""
+    return meta.build(name, model, seed=3, **options)
 
 
 def snapshot(learner, model) -> dict[str, torch.Tensor]:
@@ -126,3 +126,41 @@ def test_state_dict_resumes_exactly(name):
     assert original.keys() == restored.keys()
     for key, value in original.items():
         torch.testing.assert_close(restored[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_every_learner_takes_the_common_construction_arguments(name):
+    accepted = inspect.signature(meta.META_LEARNERS.get(name).__init__).parameters
+    assert {"model", *meta.registry.COMMON_ARGUMENTS} <= set(accepted)
+    learner = meta.build(name, tiny_model(), parameters=None, seed=1)
+    assert isinstance(learner, meta.MetaLearner)
+
+
+#: Learners with an initialization, and the part of it they meta-learn.
+WITH_INIT = ["finetune", "fomaml", "leap", "maml", "reptile"]
+BODY = ["0.weight", "0.bias", "1.weight", "1.bias"]
+
+
+@pytest.mark.parametrize("name", WITH_INIT)
+def test_a_parameter_subset_is_learned_and_the_rest_drawn_afresh_per_task(name):
+    """With `parameters`, the initialization holds exactly those (the shared `Initialization`)
+    and every `initialize` draws the others from seed, seed + 1, ...: the same draws for the
+    same seed, a new one per task, never the model's own values."""
+    model = tiny_model()
+    learner = build(name, model, parameters=BODY)
+    assert isinstance(learner.initialization, meta.Initialization)
+    assert learner.names == BODY
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    first, second = copy.deepcopy(model), copy.deepcopy(model)
+    learner.initialize(first)
+    learner.initialize(second)
+    again = build(name, copy.deepcopy(model), parameters=BODY)
+    replay = copy.deepcopy(model)
+    again.initialize(replay)
+    for n in BODY:
+        assert torch.equal(dict(first.named_parameters())[n], theta[n])
+    head = "3.weight"
+    a, b = dict(first.named_parameters())[head], dict(second.named_parameters())[head]
+    assert not torch.equal(a, b) and not torch.equal(a, theta[head])
+    assert torch.equal(a, dict(replay.named_parameters())[head])
+    assert learner.state_dict()["draws"] == 2

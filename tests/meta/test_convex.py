@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from meta import Leap
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task, TrajectoryHook
-from tasks.inner_loop import make_optimizer
+from tasks.optimizers import make_optimizer
 
 # Seven random minima from a skewed (exponential) distribution: their geometric median
 # lies 0.6 from their mean and 0.34 from the nearest minimum (so Leap's length weights

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from meta import Finetune, Scratch
 from models import reinitialize
 from tasks.base import InnerLoopConfig

@@ -19,7 +19,7 @@ from torch.func import functional_call
 
 from meta import Leap, Reptile
 from tasks.base import InnerLoopConfig
-from tasks.inner_loop import make_optimizer
+from tasks.optimizers import make_optimizer
 from tests.conftest import DEVICES
 
 STEPS = 6
@@ -370,7 +370,7 @@ def test_fresh_draw_prefers_a_head_initializer_and_falls_back_to_the_first_value
 
     model = Net().double()
     leap = Leap(model, parameters=["body.weight", "body.bias"])
-    assert leap.fresh.modules == ["head"]
+    assert leap.initialization.fresh.modules == ["head"]
     with torch.no_grad():
         model.head.linear.weight.fill_(9.0)
         model.head.temperature.fill_(9.0)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from meta import FOMAML, MAML
 from tasks.base import InnerLoopConfig, InnerLoopResult, Task
 from tasks.classification import ClassificationTask

@@ -10,23 +10,17 @@ import torch
 
 import meta
 from experiments.checkpoint import read_initialization
-from experiments.cli import compose
-from experiments.runner import evaluate, train
+from experiments.config import compose
+from experiments.evaluate import evaluate
+from experiments.runner import train
 from tests.conftest import SMALL_GLYPHS
 
 TINY = [
     "experiment=glyphs_demo",
+    "debug=tiny",
     *SMALL_GLYPHS,
     "tracker=none",
-    "progress=false",
     "model.options.width=8",
-    "meta.meta_steps=2",
-    "meta.meta_batch_size=2",
-    "meta.inner_steps=2",
-    "meta.batch_size=8",
-    "eval.tasks=1",
-    "eval.seeds=[0]",
-    "eval.steps=2",
 ]
 
 

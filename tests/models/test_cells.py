@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from models.cells import CELLS, CellConfig, StateConv, build_cell
 from models.registry import reinitialize
 

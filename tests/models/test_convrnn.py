@@ -10,10 +10,11 @@ from torch import nn
 from torch.func import functional_call
 
 import models
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from models.cells import CELLS, CellConfig
-from models.convrnn import ConvRNN, GraphSpec, LayerSpec, detach_state
+from models.convrnn import ConvRNN, GraphSpec, LayerSpec
 from models.convrnn_configs import NAMED, parameter_counts
+from models.state import detach_state
 
 TINY = {"width": 1 / 16}  # 4-32 channels instead of 64-512
 SHAPE = (2, 12, 12)

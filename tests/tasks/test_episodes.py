@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from tasks import build
 from tasks.episodes import EpisodeTasks, class_split
 from tests.tasks.fake_data import shared_images, write_cifarfs, write_mini_imagenet

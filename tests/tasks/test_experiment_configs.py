@@ -9,22 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import compose
-from experiments.runner import evaluate, train
+from experiments.config import compose
+from experiments.evaluate import evaluate
+from experiments.runner import train
 from tests.tasks.fake_data import write_multicv, write_omniglot
 
-TINY = [
-    "tracker=none",
-    "progress=false",
-    "model.options.width=8",
-    "meta.meta_steps=2",
-    "meta.meta_batch_size=2",
-    "meta.inner_steps=3",
-    "meta.batch_size=8",
-    "eval.tasks=1",
-    "eval.seeds=[0]",
-    "eval.steps=3",
-]
+TINY = ["debug=tiny", "tracker=none", "model.options.width=8"]
 FAKE_OMNIGLOT = [  # the fake set has 4 alphabets of >= 5 characters, 4 drawings each
     "task.options.ways=3",
     "task.options.train_shots=3",

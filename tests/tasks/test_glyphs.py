@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from tasks import build
 from tasks.glyph_tasks import AlphabetSplit
 from tasks.glyphs import GlyphSpec, generate, load

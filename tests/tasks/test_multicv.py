@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import models
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from meta.leap import Leap
 from tasks import build
 from tasks.base import InnerLoopConfig

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import models
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 from tasks import build
 from tasks.base import InnerLoopConfig
 from tasks.classification import RandomAffine

@@ -199,7 +199,7 @@ def test_random_affine_translation_stays_within_bounds():
 
 
 def test_bad_augmentation_values_are_user_errors():
-    from experiments.errors import UserError
+    from leap_convrnn.errors import UserError
 
     with pytest.raises(UserError, match="scale_min <= scale_max"):
         RandomAffine(scale_min=1.2, scale_max=0.8)

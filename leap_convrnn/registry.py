@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from experiments.errors import UserError
+from leap_convrnn.errors import UserError
 
 T = TypeVar("T")
 
