@@ -182,6 +182,9 @@ class TimeBatchNorm2d(nn.BatchNorm2d):
     in evaluation mode with statistics that belong to none of them. Buffers
     `running_mean` / `running_var` have shape (steps, C); `forward(x, time)` uses row
     `min(time, steps - 1)`, so steps past the last share its statistics.
+    `num_batches_tracked` counts the batches of each row, (steps,): with `momentum=None`
+    (a cumulative average, as precise BatchNorm re-estimation uses) each row averages
+    over its own batches, not over every step's call.
     """
 
     def __init__(self, channels: int, steps: int) -> None:
@@ -189,16 +192,18 @@ class TimeBatchNorm2d(nn.BatchNorm2d):
         self.steps = steps
         self.running_mean: Tensor
         self.running_var: Tensor
+        self.num_batches_tracked: Tensor
         self.register_buffer("running_mean", torch.zeros(steps, channels))
         self.register_buffer("running_var", torch.ones(steps, channels))
+        self.register_buffer("num_batches_tracked", torch.zeros(steps, dtype=torch.long))
 
     def forward(self, x: Tensor, time: int = 0) -> Tensor:
         row = min(time, self.steps - 1)
         momentum = self.momentum
-        if self.training and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
+        if self.training:
+            self.num_batches_tracked[row] += 1
             if momentum is None:  # cumulative moving average, as nn.BatchNorm2d
-                momentum = 1.0 / float(self.num_batches_tracked)
+                momentum = 1.0 / float(self.num_batches_tracked[row])
         return F.batch_norm(
             x,
             self.running_mean[row],

@@ -263,9 +263,8 @@ def test_glyph_twin_with_batchnorm_matches_in_train_and_eval_mode():
     twin = models.build("convrnn_glyph_ff", (1, 28, 28), 5, width=0.25)
     state = convrnn.state_dict()
     # The twin runs one step: its BatchNorm keeps the statistics of step 0 only.
-    state = {
-        k: v[:1] if k.endswith(("running_mean", "running_var")) else v for k, v in state.items()
-    }
+    per_step = ("running_mean", "running_var", "num_batches_tracked")
+    state = {k: v[:1] if k.endswith(per_step) else v for k, v in state.items()}
     twin.load_state_dict(state, strict=False)
     convrnn.set_recurrence(False)
     x = torch.rand(4, 1, 28, 28)
@@ -473,14 +472,18 @@ def test_feedforward_layer_equals_convolution_norm_activation_pool(act):
 # --- BatchNorm statistics per time step ----------------------------------------------------
 
 
-def test_time_batchnorm_equals_one_batchnorm_per_step():
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_time_batchnorm_equals_one_batchnorm_per_step(momentum):
     """Each step's statistics (train and eval mode) are those of a separate BatchNorm2d
-    fed only that step's inputs; steps past the last share the last one's."""
+    fed only that step's inputs; steps past the last share the last one's. With
+    momentum None (a cumulative average, as precise BatchNorm uses) each step counts its
+    own batches."""
     from models.convrnn import TimeBatchNorm2d
 
     torch.manual_seed(0)
     norm = TimeBatchNorm2d(3, steps=4)
-    references = [nn.BatchNorm2d(3) for _ in range(4)]
+    norm.momentum = momentum
+    references = [nn.BatchNorm2d(3, momentum=momentum) for _ in range(4)]
     for _ in range(3):
         for t in range(6):
             x = torch.randn(8, 3, 5, 5) * (t + 1) + t
@@ -513,3 +516,24 @@ def test_recurrent_model_in_eval_mode_matches_train_mode_once_statistics_settle(
     conv3 = model.layers["conv3"].norm
     assert conv3.running_mean.shape == (model.times, 16)
     assert not torch.allclose(conv3.running_mean[0], conv3.running_mean[-1], atol=1e-3)
+
+
+def test_recalibrated_recurrent_model_in_eval_mode_matches_train_mode():
+    """Held-out scoring re-estimates BatchNorm statistics on the task's images
+    (`precise_batchnorm`): on those same images, evaluation mode must then give the
+    training-mode outputs, for the recurrent model as for its feedforward twin (up to the
+    unbiased variance BatchNorm keeps)."""
+    from tasks.inner_loop import precise_batchnorm
+
+    x = torch.rand(200, 1, 28, 28)
+    for name in ("convrnn_glyph", "convrnn_glyph_ff"):
+        torch.manual_seed(0)
+        model = models.build(name, (1, 28, 28), 5, width=0.25)
+        with torch.no_grad():
+            for _ in range(3):  # move the weights' statistics away from the initial ones
+                model(torch.rand(16, 1, 28, 28) * 3)
+            train_mode = model(x)
+            with precise_batchnorm(model, x):
+                model.eval()
+                eval_mode = model(x)
+        torch.testing.assert_close(eval_mode, train_mode, rtol=1e-3, atol=1e-3, msg=name)
