@@ -276,9 +276,35 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("model", "task", "meta", "tracker", "experiment", "debug")
 
 
-def group_options(group: str) -> list[str]:
-    """The config files available in one group of experiments/conf."""
+def _files(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def registered_models_without_file() -> list[str]:
+    """Registered models with no file in `conf/model/`: `model=NAME` selects each of them
+    with its builder's defaults (a node of the same group in Hydra's ConfigStore)."""
+    import models
+
+    files = set(_files("model"))
+    return [name for name in models.MODELS.names() if name not in files]
+
+
+def group_options(group: str) -> list[str]:
+    """The choices of one config group: its files in experiments/conf, and for `model`
+    every registered model."""
+    if group == "model":
+        return sorted({*_files(group), *registered_models_without_file()})
+    return _files(group)
+
+
+def _store_nodes() -> None:
+    """Register the schema and the file-less model choices with Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for name in registered_models_without_file():
+        store.store(group="model", name=name, node={"name": name, "options": {}})
 
 
 def _check_group_choices(overrides: Sequence[str]) -> None:
@@ -317,13 +343,12 @@ def compose(overrides: Sequence[str]) -> Any:
     """Compose, type-check and validate the config for `overrides`; UserError on a bad value."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     _check_group_choices(overrides)
-    ConfigStore.instance().store(name="base_config", node=Config)
+    _store_nodes()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="leap"):

@@ -155,3 +155,17 @@ def test_resume_accepts_true_false_or_a_run_id(value):
 def test_distributed_needs_a_task_per_rank(capsys):
     assert main(["train", "distributed=4", "meta.meta_batch_size=3"]) == 2
     assert "distributed=4 ranks need meta.meta_batch_size >= 4" in capsys.readouterr().err
+
+
+def test_every_registered_model_is_a_model_choice():
+    """`model=NAME` selects any registered model (its file's settings, or its builder's
+    defaults), and an unknown name lists every one."""
+    import models
+
+    for name in models.MODELS.names():
+        assert compose([f"model={name}"]).model.name == name
+    with pytest.raises(UserError) as caught:
+        compose(["model=rgc_shalow"])
+    message = str(caught.value)
+    assert "did you mean rgc_shallow" in message
+    assert message.endswith("accepted: " + ", ".join(models.MODELS.names()))
