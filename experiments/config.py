@@ -76,16 +76,32 @@ class MetaConfig:
 
 @dataclass
 class EvalConfig:
-    """Transfer evaluation on held-out tasks (Leap paper protocol)."""
+    """Transfer evaluation on held-out tasks (Leap paper protocol).
 
-    #: Initialization checkpoint to evaluate (null: the matching training run's).
+    Every initialization under test and every baseline trains on the same held-out tasks,
+    with the same minibatches. The initializations are the training runs' `init.pt` of
+    each of `methods` for each of `train_seeds` (replicates), plus any in `inits`.
+    """
+
+    #: Initialization to evaluate for meta.name (null: the matching training run's); a
+    #: path or a W&B artifact reference. For one method and one training seed only.
     init: str | None = None
+    #: Methods whose training runs' initializations are evaluated (null: [meta.name]).
+    methods: list[str] | None = None
+    #: Training seeds whose runs are evaluated, one replicate each (null: [seed]).
+    train_seeds: list[int] | None = None
+    #: Further initializations: label -> list of paths or W&B artifact references, one
+    #: replicate each (`+eval.inits.mine=[a/init.pt,b/init.pt]`).
+    inits: dict[str, list[str]] = field(default_factory=dict)
+    #: The method that paired differences are taken against (null: leap if evaluated,
+    #: else the first initialization).
+    reference: str | None = None
     split: str = "test"
     tasks: int = 10
     seeds: list[int] = field(default_factory=lambda: [0])
     #: Inner-loop steps K on each held-out task (null: meta.inner_steps).
     steps: int | None = None
-    #: Methods evaluated beside the initialization under test.
+    #: Methods evaluated beside the initializations under test (random-init controls).
     baselines: list[str] = field(default_factory=lambda: ["scratch"])
 
 
@@ -229,6 +245,21 @@ def validate(cfg: Config) -> None:
                 "runs with `leap compare`"
             )
     _text(cfg.eval.init, "eval.init")
+    for name in cfg.eval.methods or []:
+        meta.META_LEARNERS.get(name)
+    for seed in cfg.eval.train_seeds or []:
+        _seed(seed, "eval.train_seeds")
+    if cfg.eval.init and (len(cfg.eval.methods or [0]) > 1 or len(cfg.eval.train_seeds or [0]) > 1):
+        raise UserError(
+            "eval.init names one initialization: use it with one method and one training "
+            "seed, or give several as +eval.inits.LABEL=[path,...]"
+        )
+    for label, sources in cfg.eval.inits.items():
+        _text(label, "eval.inits label", path_component=True)
+        if not sources:
+            raise UserError(f"eval.inits.{label} must list at least one initialization")
+        for source in sources:
+            _text(source, f"eval.inits.{label}")
     _one_of(cfg.eval.split, ("train", "validation", "test"), "eval.split")
     _one_of(cfg.tracker.name, TRACKERS, "tracker.name")
     _one_of(cfg.tracker.mode, WANDB_MODES, "tracker.mode")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from experiments.stats import format_ci, mean_ci
+from experiments.stats import format_ci, higher_is_better, mean_ci
 
-if TYPE_CHECKING:  # the runner imports torch; `leap compare` does not need it
-    from experiments.evaluate import MethodResult
+if TYPE_CHECKING:  # evaluation imports torch; `leap compare` does not need it
+    from experiments.evaluate import Evaluation
 
 
 def print_table(
@@ -33,22 +34,68 @@ def print_table(
     Console(soft_wrap=False).print(table)
 
 
-def print_evaluation(results: Sequence[MethodResult], title: str) -> None:
-    """Method | AUC | each held-out metric | n, each mean ± 95% CI over tasks."""
-    held_keys = list(results[0].held_out) if results else []
+FIGURE_NAMES = {"auc": "train-loss AUC"}
+
+
+def _figure(name: str) -> str:
+    """A column title for a figure: the AUC by its meaning, held-out metrics as such."""
+    return FIGURE_NAMES.get(name, f"held-out {name.replace('_', ' ')}")
+
+
+def _source(initializations: Sequence[str]) -> str:
+    """A short description of what a method starts from: its run directory, how many
+    runs, or "random" for a baseline."""
+    paths = [line.split(", ")[0] for line in initializations]
+    if not all(path.endswith(".pt") for path in paths):
+        return "random"
+    return Path(paths[0]).parent.name if len(paths) == 1 else f"{len(paths)} runs"
+
+
+def print_evaluation(evaluation: Evaluation, title: str, markdown: bool = False) -> None:
+    """Two tables: each method's figures (mean ± 95% CI over tasks, seeds and replicates)
+    and what it starts from; then, per method and figure, the paired difference to the
+    reference (± 95% paired-t CI over tasks), the interquartile mean and the probability
+    of being better than the reference (95% stratified-bootstrap CIs)."""
+    results = evaluation.results
+    figures = list(results[0].figures()) if results else []
+    direction = {f: "higher" if higher_is_better(f) else "lower" for f in figures}
     rows = [
         [
             r.method,
-            format_ci(*mean_ci(r.auc)),
-            *[format_ci(*mean_ci(r.held_out.get(key, []))) for key in held_keys],
+            _source(r.initializations),
+            *[format_ci(*mean_ci(r.figures().get(f, []))) for f in figures],
             str(len(r.auc)),
         ]
         for r in results
     ]
     columns = [
         "method",
-        "train-loss AUC (lower is better)",
-        *[f"held-out {key.replace('_', ' ')}" for key in held_keys],
-        "tasks",
+        "initialization",
+        *[f"{_figure(f)} ({direction[f]} is better)" for f in figures],
+        "runs",
     ]
-    print_table(title, columns, rows)
+    print_table(title, columns, rows, markdown=markdown)
+    ref = evaluation.reference
+    rows = []
+    for figure, comparisons in evaluation.comparisons.items():
+        for c in comparisons:
+            a = c.aggregate
+            rows.append(
+                [
+                    c.method,
+                    _figure(figure),
+                    "reference" if c.method == ref else format_ci(c.diff, c.diff_ci95),
+                    f"{a.iqm:.3f} [{a.iqm_low:.3f}, {a.iqm_high:.3f}]",
+                    "reference"
+                    if c.method == ref
+                    else f"{a.improvement:.2f} [{a.improvement_low:.2f}, {a.improvement_high:.2f}]",
+                ]
+            )
+    if rows:
+        print_table(
+            f"each method against {ref}: paired difference (method - {ref}, 95% CI over tasks), "
+            "interquartile mean and probability of being better (95% stratified-bootstrap CIs)",
+            ["method", "figure", f"difference to {ref}", "IQM", f"P(better than {ref})"],
+            rows,
+            markdown=markdown,
+        )

@@ -29,12 +29,17 @@ class GracefulStop:
 
     Handlers can only be installed from the main thread; elsewhere this does nothing
     and `signum` stays None. `announce=False` keeps the first signal quiet (ranks
-    other than 0).
+    other than 0); `then` says what the run does before it stops.
     """
 
-    def __init__(self, announce: bool = True) -> None:
+    def __init__(
+        self,
+        announce: bool = True,
+        then: str = "finishing the current meta-step, then checkpointing",
+    ) -> None:
         self.signum: int | None = None
         self.announce = announce
+        self.then = then
         self._previous: dict[int, Any] = {}
 
     @property
@@ -52,8 +57,7 @@ class GracefulStop:
         if not self.announce:
             return
         print(
-            f"leap: {name} received: finishing the current meta-step, then checkpointing "
-            "(send it again to stop at once)",
+            f"leap: {name} received: {self.then} (send it again to stop at once)",
             file=sys.stderr,
             flush=True,
         )
