@@ -77,8 +77,15 @@ def test_every_initialization_trains_on_the_same_tasks_and_minibatches(
 def test_replicates_are_training_seeds_and_paired_figures_match_scipy(trained, monkeypatch):
     monkeypatch.chdir(trained)
     cfg = compose(
-        [*TINY, "tracker=none", "eval.methods=[leap,reptile]", "eval.train_seeds=[0,1]"]
-        + ["eval.tasks=4", "eval.seeds=[0,1]", "eval.reference=reptile"]
+        [
+            *TINY,
+            "tracker=none",
+            "eval.methods=[leap,reptile]",
+            "eval.train_seeds=[0,1]",
+            "eval.tasks=4",
+            "eval.seeds=[0,1]",
+            "eval.reference=reptile",
+        ]
     )
     evaluation = evaluate(cfg)
     assert evaluation.reference == "reptile"
@@ -135,9 +142,7 @@ def test_extra_initializations_by_label(trained, monkeypatch):
     monkeypatch.chdir(trained)
     first = "runs/glyphs_demo-leap-conv4-seed0/init.pt"
     second = "runs/glyphs_demo-leap-conv4-seed1/init.pt"
-    evaluation = evaluate(
-        compose([*TINY, "tracker=none", f"+eval.inits.mine=[{first},{second}]"])
-    )
+    evaluation = evaluate(compose([*TINY, "tracker=none", f"+eval.inits.mine=[{first},{second}]"]))
     assert [r.method for r in evaluation] == ["mine", "scratch"]
     assert evaluation.reference == "mine"
     assert evaluation[0].matrix("auc").shape == (2, 1)
