@@ -93,7 +93,9 @@ class MethodResult:
     maps each metric of `Task.evaluate` (vision: `accuracy`, `loss`; Atari:
     `episode_return`, `normalized_score`) to its value per entry; `curves` maps
     `train_loss` and each of the inner loop's own curves to one curve per entry.
-    `initializations` says what the method starts from (one line per replicate).
+    `initializations` says what the method starts from (one line per replicate);
+    `inner_metrics` holds the inner loop's own figures (e.g. `train_accuracy`, on the last
+    training minibatch), reported but not compared.
     """
 
     method: str
@@ -101,6 +103,7 @@ class MethodResult:
     keys: list[tuple[int, int, int]] = field(default_factory=list)
     auc: list[float] = field(default_factory=list)
     held_out: dict[str, list[float]] = field(default_factory=dict)
+    inner_metrics: dict[str, list[float]] = field(default_factory=dict)
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def add(self, key: tuple[int, int, int], run: InnerLoopResult, held: dict[str, float]) -> None:
@@ -109,6 +112,9 @@ class MethodResult:
         self.auc.append(run.auc)
         for name, value in held.items():
             self.held_out.setdefault(name, []).append(value)
+        for name, value in run.metrics.items():
+            if name.startswith("train_"):
+                self.inner_metrics.setdefault(name, []).append(float(value))
         self.curves.setdefault("train_loss", []).append(run.losses.tolist())
         for name, curve in run.curves.items():
             self.curves.setdefault(f"train_{name}", []).append(list(curve))
@@ -127,9 +133,10 @@ class MethodResult:
         return values[order].reshape(-1, self.replicates()).T
 
     def summary(self) -> dict[str, float]:
-        """`eval/<method>/<figure>` and its `_ci95` half-width over every entry."""
+        """`eval/<method>/<figure>` and its `_ci95` half-width over every entry, for every
+        figure and inner-loop metric."""
         out: dict[str, float] = {}
-        for name, values in self.figures().items():
+        for name, values in {**self.figures(), **self.inner_metrics}.items():
             mean, half = mean_ci(values)
             out[f"eval/{self.method}/{name}"] = mean
             out[f"eval/{self.method}/{name}_ci95"] = half
@@ -239,7 +246,10 @@ def log_evaluation_curves(
     columns = ["method", "replicate", "seed", "task_index", "task", "auc", *held_keys]
     tracker.table("eval/tasks", columns, rows)
     for r in results:
-        keys = [f"seed{s}/task{i}/replicate{k}" for s, i, k in r.keys]
+        several = r.replicates() > 1
+        keys = [
+            f"seed{s}/task{i}" + (f"/replicate{k}" if several else "") for s, i, k in r.keys
+        ]
         for name, curves in r.curves.items():
             chart = "task_curves" if name == "train_loss" else f"task_{name}_curves"
             tracker.line_series(
