@@ -1,4 +1,4 @@
-"""The `leap` command: train, evaluate, compare.
+"""The `leap` command: train, evaluate, compare, search, results.
 
     leap train experiment=glyphs_leap meta.inner_steps=50
     leap train -m meta=leap,reptile seed=0,1
@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.results import add_arguments as add_results_arguments
 from leap_convrnn.errors import UserError
 
 
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every trial's config")
+    text = "the evidence suite: every method, model and study; writes docs/results.md"
+    p = sub.add_parser("results", help=text, description=text)
+    add_results_arguments(p)
     return parser
 
 
@@ -183,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_jobs(_evaluate, args.overrides, args.multirun)
             if args.command == "search":
                 return _search(args)
+            if args.command == "results":
+                from experiments.results import run_suite
+
+                return run_suite(args)
             return _compare(args)
         except UserError as error:
             report(f"leap: error: {error}")

@@ -247,9 +247,7 @@ def log_evaluation_curves(
     tracker.table("eval/tasks", columns, rows)
     for r in results:
         several = r.replicates() > 1
-        keys = [
-            f"seed{s}/task{i}" + (f"/replicate{k}" if several else "") for s, i, k in r.keys
-        ]
+        keys = [f"seed{s}/task{i}" + (f"/replicate{k}" if several else "") for s, i, k in r.keys]
         for name, curves in r.curves.items():
             chart = "task_curves" if name == "train_loss" else f"task_{name}_curves"
             tracker.line_series(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from leap_convrnn.errors import UserError
@@ -54,12 +54,20 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str) -> None:
-    """Raise a UserError if `options` holds a keyword that `fn` does not accept."""
+def check_options(
+    fn: Callable[..., Any], options: Mapping[str, Any], what: str, reserved: Sequence[str] = ()
+) -> None:
+    """Raise a UserError if `options` holds a keyword that `fn` does not accept, or one of
+    `reserved` (arguments the caller passes itself, which options cannot set)."""
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    accepted = [
+        n
+        for n, p in params.items()
+        if p.kind is not inspect.Parameter.VAR_POSITIONAL and n != "self" and n not in reserved
+    ]
     for key in options:
         if key not in accepted:
-            raise UserError(f"unknown option {key!r} for {what}; accepted: {', '.join(accepted)}")
+            listed = ", ".join(accepted) or "none"
+            raise UserError(f"unknown option {key!r} for {what}; accepted: {listed}")

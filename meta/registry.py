@@ -20,7 +20,12 @@ COMMON_ARGUMENTS = ("parameters", "seed")
 def check_learner_options(name: str, options: dict[str, Any]) -> None:
     """Raise a one-line UserError if `options` holds a keyword the learner `name` does not
     accept (the common arguments included)."""
-    check_options(META_LEARNERS.get(name).__init__, options, f"meta-learner {name!r}")
+    check_options(
+        META_LEARNERS.get(name).__init__,
+        options,
+        f"meta-learner {name!r}",
+        reserved=("model", "parameters", "seed"),
+    )
 
 
 def build(

@@ -25,6 +25,7 @@ EXPERIMENTS: dict[str, list[str]] = {
     "glyphs_demo": [*SMALL_GLYPHS, "model.options.width=8"],
     "glyphs_leap": [*SMALL_GLYPHS, "model.options.width=8"],
     "glyphs_demo_convrnn": [*SMALL_GLYPHS, "++model.options.width=0.25"],
+    "suite_glyphs": [*SMALL_GLYPHS, "model.options.width=8"],
 }
 
 

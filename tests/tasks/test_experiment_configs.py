@@ -28,6 +28,7 @@ EXPERIMENTS = {
     "omniglot_small": FAKE_OMNIGLOT,
     "multicv_leap": ["task.options.test_examples=8"],
     "multicv_small": ["task.options.glyph_alphabets=2", "task.options.test_examples=20"],
+    "suite_multicv": ["task.options.glyph_alphabets=2", "task.options.test_examples=20"],
 }
 
 
