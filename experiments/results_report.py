@@ -120,6 +120,18 @@ def _mean(summary: dict[str, Any], method: str, figure: str) -> float:
     return float(summary.get(f"eval/{method}/{figure}", math.nan))
 
 
+def _save(figure: Any, axes: Any, labels: tuple[str, str, str], path: Path) -> None:
+    """Title and label one plot's axes, add the grid and legend, write the PNG."""
+    title, x, y = labels
+    axes.set_title(title, fontsize=10)
+    axes.set_xlabel(x)
+    axes.set_ylabel(y)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
 def plot_curves(evaluation: dict[str, Any], title: str, path: Path) -> None:
     """Each method's mean training-loss curve over the held-out tasks, with a 95% CI band."""
     from matplotlib.figure import Figure
@@ -136,13 +148,7 @@ def plot_curves(evaluation: dict[str, Any], title: str, path: Path) -> None:
         steps = np.arange(len(means))
         line = axes.plot(steps, means, label=_label(method))[0]
         axes.fill_between(steps, means - halves, means + halves, color=line.get_color(), alpha=0.15)
-    axes.set_title(title, fontsize=10)
-    axes.set_xlabel("inner step on a held-out task")
-    axes.set_ylabel("training loss")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    _save(figure, axes, (title, "inner step on a held-out task", "training loss"), path)
 
 
 def alphabet_points(study: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
@@ -177,13 +183,12 @@ def plot_alphabets(
         means = np.array([v[1] for v in values])
         halves = np.nan_to_num(np.array([v[2] for v in values]))
         axes.errorbar(counts, means, yerr=halves, marker="o", capsize=3, label=_label(method))
-    axes.set_title(f"{model}: held-out AUC against meta-training alphabets", fontsize=10)
-    axes.set_xlabel("meta-training alphabets")
-    axes.set_ylabel("train-loss AUC on held-out alphabets")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    labels = (
+        f"{model}: held-out AUC against meta-training alphabets",
+        "meta-training alphabets",
+        "train-loss AUC on held-out alphabets",
+    )
+    _save(figure, axes, labels, path)
 
 
 META_PARTS = {
