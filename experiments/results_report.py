@@ -183,6 +183,7 @@ def plot_alphabets(
         means = np.array([v[1] for v in values])
         halves = np.nan_to_num(np.array([v[2] for v in values]))
         axes.errorbar(counts, means, yerr=halves, marker="o", capsize=3, label=_label(method))
+        axes.set_xticks(counts)
     labels = (
         f"{model}: held-out AUC against meta-training alphabets",
         "meta-training alphabets",
