@@ -120,10 +120,12 @@ SCALES = {
 
 @dataclass(frozen=True)
 class Job:
-    """One `leap` command (argv after `leap`) and the study it belongs to."""
+    """One `leap` command (argv after `leap`), the study it belongs to, and the label its
+    time is counted under (the point of the study and the method)."""
 
     study: str
     argv: tuple[str, ...]
+    label: str = "evaluate"
 
 
 @dataclass
@@ -169,7 +171,11 @@ def comparison(scale: Scale, work: Path) -> Study:
         for method in METHODS:
             for seed in scale.seeds:
                 study.train.append(
-                    Job(study.name, ("train", *base, f"meta={method}", f"seed={seed}"))
+                    Job(
+                        study.name,
+                        ("train", *base, f"meta={method}", f"seed={seed}"),
+                        f"{model}/{method}",
+                    )
                 )
         study.evaluate.append(
             Job(
@@ -203,7 +209,8 @@ def alphabets(scale: Scale, work: Path) -> Study:
                 *_where(work, study.name, point),
             ]
             for method in ALPHABET_METHODS:
-                study.train.append(Job(study.name, ("train", *base, f"meta={method}", "seed=0")))
+                argv = ("train", *base, f"meta={method}", "seed=0")
+                study.train.append(Job(study.name, argv, f"{point}/{method}"))
             study.evaluate.append(
                 Job(study.name, ("evaluate", *base, f"eval.methods={_listed(ALPHABET_METHODS)}"))
             )
@@ -228,7 +235,8 @@ def ablation(scale: Scale, work: Path) -> Study:
         base = ["experiment=suite_glyphs", f"model={model}", "meta=leap"]
         base += [*_budget(scale, model), *scale.glyph_options, *_where(work, study.name, label)]
         for seed in scale.seeds:
-            study.train.append(Job(study.name, ("train", *base, *options, f"seed={seed}")))
+            argv = ("train", *base, *options, f"seed={seed}")
+            study.train.append(Job(study.name, argv, f"{model}/{label}"))
         paths = [
             work / "runs" / study.name / label / f"suite_glyphs-leap-{model}-seed{seed}" / "init.pt"
             for seed in scale.seeds
@@ -254,7 +262,7 @@ def multicv(scale: Scale, work: Path) -> Study:
         options = MULTICV_OPTIONS.get(method, ())
         for seed in scale.seeds:
             argv = ("train", *base, f"meta={method}", *options, f"seed={seed}")
-            study.train.append(Job(study.name, argv))
+            study.train.append(Job(study.name, argv, f"conv4/{method}"))
     study.evaluate.append(
         Job(
             study.name,
@@ -309,15 +317,18 @@ def _run(job: Job) -> tuple[Job, int, float, str]:
     return job, code, time.perf_counter() - started, error
 
 
-def run_jobs(jobs: Sequence[Job], workers: int, log: Callable[[str], None]) -> dict[str, float]:
-    """Run `jobs` on `workers` single-threaded processes; stop at the first failure with
-    its error. Returns the seconds spent per study (summed over jobs)."""
-    seconds: dict[str, float] = {}
+def run_jobs(
+    jobs: Sequence[Job], workers: int, log: Callable[[str], None]
+) -> dict[str, dict[str, float]]:
+    """Run `jobs` on `workers` processes; stop at the first failure with its error.
+    Returns the seconds spent per study and label (summed over seeds)."""
+    seconds: dict[str, dict[str, float]] = {}
     context = get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(workers, context, _worker_setup, (threads,)) as pool:
         for index, (job, code, spent, err) in enumerate(pool.map(_run, jobs), start=1):
-            seconds[job.study] = seconds.get(job.study, 0.0) + spent
+            spent_by_label = seconds.setdefault(job.study, {})
+            spent_by_label[job.label] = spent_by_label.get(job.label, 0.0) + spent
             log(f"[{index}/{len(jobs)}] {spent:6.1f}s  leap {' '.join(job.argv[:4])} ...")
             if code != 0:
                 raise UserError(
@@ -407,15 +418,15 @@ def run_suite(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    seconds: dict[str, float] = {}
+    seconds: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
     if not args.report_only:
         trains = [job for study in studies for job in study.train]
         evaluations = [job for study in studies for job in study.evaluate]
         log(f"leap results: {len(trains)} training runs, then {len(evaluations)} evaluations")
         for spent in (run_jobs(trains, args.jobs, log), run_jobs(evaluations, args.jobs, log)):
-            for study, value in spent.items():
-                seconds[study] = seconds.get(study, 0.0) + value
+            for study, by_label in spent.items():
+                seconds.setdefault(study, {}).update(by_label)
     wall = time.perf_counter() - started
     record: dict[str, Any] = {
         "scale": args.scale,

@@ -56,17 +56,24 @@ def _methods(evaluation: dict[str, Any]) -> list[str]:
     return list(evaluation["curves"])
 
 
-def method_table(evaluation: dict[str, Any], figures: Sequence[str] = tuple(FIGURES)) -> str:
-    """Method | each figure (mean ± 95% CI over tasks, seeds and replicates) | runs."""
+def method_table(
+    evaluation: dict[str, Any],
+    train_seconds: dict[str, float],
+    figures: Sequence[str] = tuple(FIGURES),
+) -> str:
+    """Method | each figure (mean ± 95% CI over tasks, seeds and replicates) | held-out
+    runs | meta-training wall time (summed over training seeds; `train_seconds`)."""
     summary = evaluation["summary"]
     rows = []
     for method in _methods(evaluation):
         curves = evaluation["curves"][method]
+        spent = train_seconds.get(method)
         rows.append(
             [
                 _label(method),
                 *[_value(summary, method, f) for f in figures],
                 str(len(curves["auc"])),
+                f"{spent:.0f}" if spent is not None else "none",
             ]
         )
     columns = [
@@ -75,9 +82,17 @@ def method_table(evaluation: dict[str, Any], figures: Sequence[str] = tuple(FIGU
             f"{FIGURES.get(f, f)} ({'higher' if higher_is_better(f) else 'lower'} is better)"
             for f in figures
         ],
-        "runs",
+        "held-out runs",
+        "meta-training (s)",
     ]
     return _table(columns, rows)
+
+
+def train_seconds(record: dict[str, Any], study: str, point: str) -> dict[str, float]:
+    """Method -> meta-training seconds of `study` at `point` (summed over seeds)."""
+    spent = record.get("job_seconds", {}).get(study, {})
+    prefix = f"{point}/"
+    return {k.removeprefix(prefix): v for k, v in spent.items() if k.startswith(prefix)}
 
 
 def paired_table(evaluation: dict[str, Any], figures: Sequence[str] = ("auc", "accuracy")) -> str:
@@ -321,7 +336,7 @@ def model_text(model: str, costs: dict[str, float] | None) -> str:
 def budget_text(record: dict[str, Any]) -> str:
     b = record["budget"]
     inner = b["meta_steps"] * b["meta_batch_size"] * b["inner_steps"]
-    minutes = {k: v / 60 for k, v in record.get("job_seconds", {}).items()}
+    minutes = {k: sum(v.values()) / 60 for k, v in record.get("job_seconds", {}).items()}
     spent = ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items())
     return (
         f"Budget per training run: {b['meta_steps']} meta-steps x {b['meta_batch_size']} "
@@ -365,7 +380,7 @@ def write_report(record: dict[str, Any], docs: Path) -> Path:
                 "",
                 model_text(model, record.get("models", {}).get(model)),
                 "",
-                method_table(evaluation),
+                method_table(evaluation, train_seconds(record, "comparison", model)),
                 "",
                 paired_table(evaluation),
                 "",
@@ -399,7 +414,7 @@ def write_report(record: dict[str, Any], docs: Path) -> Path:
         out += [
             "## Leap's options on convrnn_glyph (Appendix C)",
             "",
-            method_table(ablation),
+            method_table(ablation, train_seconds(record, "ablation", "convrnn_glyph")),
             "",
             paired_table(ablation),
             "",
