@@ -176,6 +176,20 @@ def test_meta_batch_is_averaged():
         torch.testing.assert_close(p.grad, mean, atol=1e-6, rtol=1e-6)
 
 
+def test_energy_at_half_the_meta_learning_rate_takes_the_reference_code_step():
+    """The reference code's energy gradient omits the factor 2 (its w_i is 1): meta SGD
+    at lr / 2 here moves theta_0 exactly as the reference code's meta SGD at lr."""
+    options = dict(metric="energy", loss_in_manifold=True, stabilizer=True, final_segment=False)
+    model, leap, [(thetas, data)] = leap_gradient(options)
+    doubled = reference_formula(model, thetas, data, **options)  # w_i = 2
+    lr = 0.1
+    before = {n: p.detach().clone() for n, p in zip(leap.names, leap.parameters(), strict=True)}
+    torch.optim.SGD(leap.parameters(), lr=lr / 2).step()
+    for name, p in zip(leap.names, leap.parameters(), strict=True):
+        reference_step = -lr * (doubled[name] / 2)  # the reference code's w_i = 1
+        torch.testing.assert_close(p.detach() - before[name], reference_step)
+
+
 def brute_force_path_parts(thetas, losses, metric, final_segment):
     """(objective without the loss coordinate's options, distance part, loss part) of one
     trajectory, from its points: Python sums over segments, one norm per parameter."""
