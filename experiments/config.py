@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from leap_convrnn.errors import UserError
 from leap_convrnn.registry import check_options
-from tasks.base import InnerLoopConfig
+from tasks.base import SCHEDULES, InnerLoopConfig
 from tasks.optimizers import INNER_OPTIMIZERS
 
 META_OPTIMIZERS = ("sgd", "adam")
@@ -63,6 +63,14 @@ class MetaConfig:
     inner_lr: float = 0.1
     inner_momentum: float = 0.9
     batch_size: int = 20
+    #: Inner learning-rate schedule over the planned steps: constant or cosine.
+    inner_schedule: str = "constant"
+    #: Cap the inner loop at this many passes over a task's training set (null: none).
+    inner_max_epochs: int | None = None
+    #: Early stopping: windows without a lower mean training loss before stopping (null: off).
+    inner_early_stopping_patience: int | None = None
+    #: Early stopping: steps per window.
+    inner_early_stopping_window: int = 10
 
     def inner(self) -> InnerLoopConfig:
         return InnerLoopConfig(
@@ -71,6 +79,10 @@ class MetaConfig:
             lr=self.inner_lr,
             momentum=self.inner_momentum,
             batch_size=self.batch_size,
+            schedule=self.inner_schedule,
+            max_epochs=self.inner_max_epochs,
+            early_stopping_patience=self.inner_early_stopping_patience,
+            early_stopping_window=self.inner_early_stopping_window,
         )
 
 
@@ -229,6 +241,11 @@ def validate(cfg: Config) -> None:
         _positive(m.clip_grad_norm, "meta.clip_grad_norm")
     _one_of(m.meta_optimizer, META_OPTIMIZERS, "meta.meta_optimizer")
     _one_of(m.inner_optimizer, tuple(INNER_OPTIMIZERS.names()), "meta.inner_optimizer")
+    _one_of(m.inner_schedule, SCHEDULES, "meta.inner_schedule")
+    for key in ("inner_max_epochs", "inner_early_stopping_patience"):
+        if getattr(m, key) is not None:
+            _positive(getattr(m, key), f"meta.{key}")
+    _positive(m.inner_early_stopping_window, "meta.inner_early_stopping_window")
     _positive(cfg.eval.tasks, "eval.tasks")
     if cfg.eval.steps is not None:
         _positive(cfg.eval.steps, "eval.steps")

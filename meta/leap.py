@@ -12,6 +12,24 @@ with Delta theta_i = theta_{i+1} - theta_i, Delta f_i = f(theta_{i+1}) - f(theta
 w_i = 1 / ||(Delta theta_i, Delta f_i)|| for the length metric (p = 1) and w_i = 2
 for the energy metric (p = 2, the derivative of the squared norm).
 
+Energy and the factor 2: the paper's reference code omits the 2 of the energy metric's
+weight (w_i = 1 there), so its meta-gradient is half of this one. Under SGD (no momentum)
+the meta-update is lr times the gradient, so this implementation at meta learning rate
+lr / 2 takes exactly the reference code's steps at lr: to reproduce a reference run with
+meta SGD at 0.1 on the energy metric, set `meta.meta_lr=0.05`. Adam is invariant to the
+scale of the gradient (up to its epsilon), so under Adam the two agree at the same rate.
+Reptile (below) sets `scale=0.5`, which removes the factor.
+
+The objective and its two parts, logged per meta-batch (means over the tasks that
+contributed): `meta/objective` is the path's length, sum_i ||(Delta theta_i, Delta f_i)||,
+or energy, sum_i ||(Delta theta_i, Delta f_i)||^2. For the length metric
+`meta/path_distance` = sum_i ||Delta theta_i|| (how far the parameters travel) and
+`meta/path_loss_change` = sum_i |Delta f_i| (how much the loss moves, up and down); the
+length lies between the larger of the two and their sum. For the energy metric
+`meta/path_distance_sq` = sum_i ||Delta theta_i||^2 and `meta/path_loss_change_sq` =
+sum_i Delta f_i^2, whose sum is the energy when the loss is a coordinate. The loss parts
+are logged with `loss_in_manifold=False` too (the objective then holds the distance only).
+
 Options: `loss_in_manifold=False` drops every Delta f term (in the sum and in the
 norm); `stabilizer=True` replaces Delta f_i by -|Delta f_i| (in the sum and in the
 norm), so that a step that raised the loss never pulls the initialization towards it.
@@ -77,7 +95,8 @@ class LeapTrajectory:
     `accumulator` (which `Leap.task` adds to the meta-batch's once the task completes).
     Per step: one `torch._foreach_sub_` and one `torch._foreach_copy_` over the
     parameters (and their gradients), a dot product and two multiply-adds on the flat
-    buffers, and six in-place 0-dim device operations for the segment's weight.
+    buffers, and a few in-place 0-dim device operations for the segment's weight and the
+    path's two parts (parameter distance and loss change).
     """
 
     def __init__(self, leap: Leap, params: list[Tensor]) -> None:
@@ -92,6 +111,11 @@ class LeapTrajectory:
         dtype = torch.promote_types(dtype, torch.float32)
         device = params[0].device
         self.length = torch.zeros((), dtype=dtype, device=device)
+        self.distance = torch.zeros((), dtype=dtype, device=device)
+        """sum_i ||Delta theta_i|| (length metric) or sum_i ||Delta theta_i||^2 (energy)."""
+        self.loss_change = torch.zeros((), dtype=dtype, device=device)
+        """sum_i |Delta f_i| (length metric) or sum_i Delta f_i^2 (energy)."""
+        self._part = torch.zeros((), dtype=dtype, device=device)
         self._squared = torch.zeros((), dtype=dtype, device=device)
         self._weight = torch.zeros((), dtype=dtype, device=device)
         self._neg_df: Tensor | None = None  # allocated at the first segment, like the loss
@@ -151,10 +175,16 @@ class LeapTrajectory:
         bracket = self._theta
         torch._foreach_sub_(bracket.views, self._params)  # -Delta theta_i
         squared = bracket.squared_norm(out=self._squared)
+        if self._neg_df is None:
+            self._neg_df = torch.empty_like(self._prev_loss - loss_next)
+        neg_df = torch.sub(self._prev_loss, loss_next, out=self._neg_df)  # -Delta f_i
+        if leap.metric == "length":
+            self.distance.add_(torch.sqrt(squared, out=self._part))
+            self.loss_change.add_(torch.abs(neg_df, out=self._part))
+        else:
+            self.distance.add_(squared)
+            self.loss_change.addcmul_(neg_df, neg_df)
         if self._grad is not None:
-            if self._neg_df is None:
-                self._neg_df = torch.empty_like(self._prev_loss - loss_next)
-            neg_df = torch.sub(self._prev_loss, loss_next, out=self._neg_df)  # -Delta f_i
             if leap.stabilizer:  # -Delta f_i becomes |Delta f_i|
                 neg_df.abs_()
             squared.addcmul_(neg_df, neg_df)
@@ -228,6 +258,8 @@ class Leap(MetaLearner):
         self._tasks = 0
         self._dropped = 0
         self._lengths: list[Tensor] = []
+        self._distances: list[Tensor] = []
+        self._loss_changes: list[Tensor] = []
 
     def parameters(self) -> list[nn.Parameter]:
         return self.init
@@ -253,6 +285,8 @@ class Leap(MetaLearner):
             total.add_(part)
         self._tasks += 1
         self._lengths.append(trajectory.length)
+        self._distances.append(trajectory.distance)
+        self._loss_changes.append(trajectory.loss_change)
 
     def adapt(self, model: nn.Module, task: Task, inner: InnerLoopConfig) -> InnerLoopResult:
         """Run the task's inner loop from theta_0 with the trajectory hook.
@@ -282,16 +316,25 @@ class Leap(MetaLearner):
         for p, g in zip(self.init, grads, strict=True):
             p.grad = g
         grad_norm = self.accumulator.squared_norm().sqrt() / self._tasks
-        objective = torch.stack(self._lengths).mean()
+        figures = torch.stack(
+            [
+                torch.stack(self._lengths).mean(),
+                torch.stack(self._distances).mean(),
+                torch.stack(self._loss_changes).mean(),
+                grad_norm.to(self._lengths[0].dtype),
+            ]
+        ).tolist()  # one host sync for every figure
+        objective, distance, loss_change, norm = figures
         self.accumulator.zero_()
         self._tasks = 0
-        self._lengths = []
-        key = "meta/path_length" if self.metric == "length" else "meta/path_energy"
-        return {
-            "meta/objective": float(objective),
-            key: float(objective),
-            "meta/grad_norm": float(grad_norm),
-        }
+        self._lengths, self._distances, self._loss_changes = [], [], []
+        if self.metric == "length":
+            parts = {"meta/path_distance": distance, "meta/path_loss_change": loss_change}
+            key = "meta/path_length"
+        else:
+            parts = {"meta/path_distance_sq": distance, "meta/path_loss_change_sq": loss_change}
+            key = "meta/path_energy"
+        return {"meta/objective": objective, key: objective, **parts, "meta/grad_norm": norm}
 
 
 @register("reptile")

@@ -15,12 +15,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from leap_convrnn.errors import UserError
+
+SCHEDULES = ("constant", "cosine")
+
 
 @dataclass(frozen=True)
 class InnerLoopConfig:
     """How a task trains a model: K steps of a torch optimizer on minibatches.
 
-    `optimizer` names an entry of `tasks.optimizers.INNER_OPTIMIZERS`.
+    `optimizer` names an entry of `tasks.optimizers.INNER_OPTIMIZERS`. The Leap paper's
+    Multi-CV inner loop (Appendix E) adds an epoch cap, a cosine learning-rate schedule
+    and early stopping (`schedule`, `max_epochs`, `early_stopping_patience`); they apply
+    to the supervised inner loop (`tasks.inner_loop.fit_supervised`), which every vision
+    task runs. Atari's A2C loop and MAML's differentiable adaptation ignore them.
     """
 
     steps: int = 100
@@ -32,6 +40,33 @@ class InnerLoopConfig:
     """RMSprop's decay of the squared-gradient average (torch's default)."""
     rmsprop_eps: float = 1e-8
     """RMSprop's epsilon (torch's default; the Atari learner sets the Leap paper's 1e-4)."""
+    schedule: str = "constant"
+    """"constant": `lr` at every step; "cosine": lr_i = lr (1 + cos(pi i / K)) / 2 at step
+    i of the K planned steps (cosine annealing to 0, Loshchilov & Hutter 2017)."""
+    max_epochs: int | None = None
+    """Cap the steps at this many passes over the task's training set (an epoch is
+    ceil(examples / batch_size) steps); None: `steps` alone."""
+    early_stopping_patience: int | None = None
+    """Stop once the mean training loss of a window of `early_stopping_window` steps has
+    not improved on the best window's for this many windows; None: never stop early."""
+    early_stopping_window: int = 10
+    """Steps per early-stopping window (one host sync per window)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise UserError(
+                f"unknown inner-loop schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}"
+            )
+        for label, value in (
+            ("max_epochs", self.max_epochs),
+            ("early_stopping_patience", self.early_stopping_patience),
+        ):
+            if value is not None and value < 1:
+                raise UserError(f"inner-loop {label} must be >= 1 or null, got {value}")
+        if self.early_stopping_window < 1:
+            raise UserError(
+                f"inner-loop early_stopping_window must be >= 1, got {self.early_stopping_window}"
+            )
 
 
 class TrajectoryHook(Protocol):

@@ -29,6 +29,11 @@ class RandomAffine:
 
     Draws come from the `torch.Generator` passed in, so augmented minibatches are
     reproducible from a task's seed; one `grid_sample` call does the whole batch.
+
+    Differences from the reference code, by choice: translations are continuous
+    (torchvision rounds them to whole pixels), sampling is bilinear (torchvision's
+    default is nearest), and held-out images are never transformed (the reference
+    code's data set applies the transform to its held-out drawings too).
     """
 
     degrees: float = 180.0
@@ -47,17 +52,23 @@ class RandomAffine:
                 f"{self.scale_min} and {self.scale_max}"
             )
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        """Augment `images` (B, C, H, W) float; returns a new tensor of the same shape."""
-        batch = images.shape[0]
+    def draw(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """The transforms of `batch` images: rotation in degrees (batch,), scale (batch,)
+        and translation in image sizes (batch, 2), drawn in this order from `generator`."""
 
         def uniform(low: float, high: float, *shape: int) -> Tensor:
             return low + (high - low) * torch.rand(*shape, generator=generator)
 
-        angle = uniform(-self.degrees, self.degrees, batch) * (math.pi / 180)
+        degrees = uniform(-self.degrees, self.degrees, batch)
         scale = uniform(self.scale_min, self.scale_max, batch)
-        # affine_grid works in [-1, 1] coordinates: a shift of t image sizes is 2t.
-        shift = uniform(-self.translate, self.translate, batch, 2) * 2
+        shift = uniform(-self.translate, self.translate, batch, 2)
+        return degrees, scale, shift
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """Augment `images` (B, C, H, W) float; returns a new tensor of the same shape."""
+        degrees, scale, shift = self.draw(images.shape[0], generator)
+        angle = degrees * (math.pi / 180)
+        shift = shift * 2  # affine_grid works in [-1, 1] coordinates: t image sizes is 2t.
         # The grid maps output to input coordinates: the inverse of the forward transform
         # x_out = scale * R(angle) x_in + shift.
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -115,7 +126,9 @@ class ClassificationTask(Task):
         config: InnerLoopConfig,
         hook: TrajectoryHook | None = None,
     ) -> InnerLoopResult:
-        return fit_supervised(model, self.batches(config.batch_size), config, hook)
+        return fit_supervised(
+            model, self.batches(config.batch_size), config, hook, examples=self.x_train.shape[0]
+        )
 
     def calibration_images(self) -> Tensor:
         """The training images on which held-out BatchNorm statistics are re-estimated:

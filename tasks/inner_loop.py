@@ -3,16 +3,62 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leap_convrnn.errors import UserError
 from tasks.base import InnerLoopConfig, InnerLoopResult, TrajectoryHook
 from tasks.optimizers import make_optimizer
 
 Batch = tuple[Tensor, Tensor]
+
+
+def planned_steps(config: InnerLoopConfig, examples: int | None) -> int:
+    """The inner loop's step count: `config.steps`, capped at `config.max_epochs` passes
+    over `examples` training examples (ceil(examples / batch_size) steps per pass)."""
+    if config.max_epochs is None:
+        return config.steps
+    if examples is None:
+        raise UserError("inner-loop max_epochs needs a task with a fixed training set")
+    per_epoch = math.ceil(examples / min(config.batch_size, examples))
+    return min(config.steps, config.max_epochs * per_epoch)
+
+
+def learning_rate_factor(config: InnerLoopConfig, step: int, steps: int) -> float:
+    """The multiplier of the base learning rate at `step` of `steps`: 1 (constant) or
+    (1 + cos(pi step / steps)) / 2 (cosine annealing to 0 over the planned steps)."""
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    return 1.0
+
+
+class EarlyStopping:
+    """Patience on windows of training losses: the mean of every `window` consecutive
+    step losses is compared with the best mean so far; `patience` windows in a row without
+    a strictly lower mean stop the run. One host sync per window, none between."""
+
+    def __init__(self, patience: int, window: int) -> None:
+        self.patience, self.window = patience, window
+        self._pending: list[Tensor] = []
+        self.best = math.inf
+        self.waited = 0
+
+    def stop(self, loss: Tensor) -> bool:
+        """Record one step's detached loss; True when the run should stop after it."""
+        self._pending.append(loss)
+        if len(self._pending) < self.window:
+            return False
+        mean = float(torch.stack(self._pending).mean())
+        self._pending = []
+        if mean < self.best:
+            self.best, self.waited = mean, 0
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
 
 
 def fit_supervised(
@@ -20,18 +66,36 @@ def fit_supervised(
     next_batch: Callable[[], Batch],
     config: InnerLoopConfig,
     hook: TrajectoryHook | None = None,
+    examples: int | None = None,
 ) -> InnerLoopResult:
     """Train `model` with cross-entropy for `config.steps` minibatches.
 
     The hook sees every step after backward and before the update, then the loss
     at the final parameters (one forward pass, no backward). No value is copied
-    to the host inside the loop: losses are gathered on the device and returned.
+    to the host inside the loop (losses are gathered on the device and returned),
+    except once per window when early stopping is on.
+
+    `examples`, the size of the training set, lets `config.max_epochs` cap the steps
+    (`planned_steps`); `config.schedule` sets each step's learning rate over the planned
+    steps; early stopping (`EarlyStopping`) ends the run after the step that triggers
+    it, and the trajectory the hook saw ends there, at the parameters after that update.
     """
     model.train()
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), config)
+    steps = planned_steps(config, examples)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    stopper = (
+        EarlyStopping(config.early_stopping_patience, config.early_stopping_window)
+        if config.early_stopping_patience is not None
+        else None
+    )
     losses: list[Tensor] = []
     correct: list[Tensor] = []
-    for _ in range(config.steps):
+    for step in range(steps):
+        if config.schedule != "constant":
+            factor = learning_rate_factor(config, step, steps)
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
         x, y = next_batch()
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
@@ -43,6 +107,8 @@ def fit_supervised(
         optimizer.step()
         losses.append(detached)
         correct.append((logits.detach().argmax(1) == y).float().mean())
+        if stopper is not None and stopper.stop(detached):
+            break
     optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
         x, y = next_batch()

@@ -10,7 +10,10 @@ The protocol: alphabets with fewer than 20 characters are dropped; the rest are
 put in a seeded order, the first `train_alphabets` (the paper sweeps 1, 3, 5,
 10, 15, 20, 25) are for meta-training, the next 10 for test and the rest for
 validation. A task is a 20-way classification over 20 random characters of one
-alphabet with 15 training and 5 held-out drawings per character. With
+alphabet with 15 training and 5 held-out drawings per character (the defaults;
+`task_definition="per_alphabet"` and `split_order="test_first"` give the reference
+code's one fixed task per alphabet with the first 5 drawings held out, see
+`tasks.glyph_tasks`). With
 `augment=True` training minibatches get the paper's random affine augmentation
 (any rotation, translation up to 0.2, scale 0.8 to 1.2).
 """
@@ -29,7 +32,14 @@ from torch import Tensor
 from leap_convrnn.errors import UserError
 from tasks.classification import RandomAffine
 from tasks.datasets import data_root, missing_files, open_dataset
-from tasks.glyph_tasks import SPLITS, AlphabetSplit, AlphabetTasks
+from tasks.glyph_tasks import (
+    SPLIT_ORDERS,
+    SPLITS,
+    TASK_DEFINITIONS,
+    AlphabetSplit,
+    AlphabetTasks,
+    check_choice,
+)
 from tasks.registry import register
 
 FOLDER = "omniglot-py"
@@ -156,6 +166,8 @@ def omniglot_tasks(
     augment: bool = False,
     image_size: int = 28,
     download: bool = False,
+    task_definition: str = "random",
+    split_order: str = "random",
 ) -> AlphabetTasks:
     """Omniglot tasks, Leap protocol (see the module docstring).
 
@@ -171,9 +183,15 @@ def omniglot_tasks(
         augment: random affine augmentation of training minibatches.
         image_size: side of the resized images (28).
         download: let torchvision download the files when they are absent.
+        task_definition: "random" (random characters per sampled task) or
+            "per_alphabet" (one fixed task per alphabet, drawn from `split_seed`).
+        split_order: "random" (random held-out drawings) or "test_first" (the first
+            `test_shots` drawings of each character held out).
     """
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
+    check_choice(task_definition, TASK_DEFINITIONS, "task_definition")
+    check_choice(split_order, SPLIT_ORDERS, "split_order")
     alphabets = load_alphabets(root, image_size, download)
     chosen = leap_split(alphabets, train_alphabets, test_alphabets, min_characters, split_seed)
     return AlphabetTasks(
@@ -184,4 +202,8 @@ def omniglot_tasks(
         train_shots,
         test_shots,
         augment=RandomAffine() if augment else None,
+        task_definition=task_definition,
+        split_order=split_order,
+        seed=split_seed,
+        ids=chosen[split],
     )

@@ -176,6 +176,66 @@ def test_meta_batch_is_averaged():
         torch.testing.assert_close(p.grad, mean, atol=1e-6, rtol=1e-6)
 
 
+def test_energy_at_half_the_meta_learning_rate_takes_the_reference_code_step():
+    """The reference code's energy gradient omits the factor 2 (its w_i is 1): meta SGD
+    at lr / 2 here moves theta_0 exactly as the reference code's meta SGD at lr."""
+    options = dict(metric="energy", loss_in_manifold=True, stabilizer=True, final_segment=False)
+    model, leap, [(thetas, data)] = leap_gradient(options)
+    doubled = reference_formula(model, thetas, data, **options)  # w_i = 2
+    lr = 0.1
+    before = {n: p.detach().clone() for n, p in zip(leap.names, leap.parameters(), strict=True)}
+    torch.optim.SGD(leap.parameters(), lr=lr / 2).step()
+    for name, p in zip(leap.names, leap.parameters(), strict=True):
+        reference_step = -lr * (doubled[name] / 2)  # the reference code's w_i = 1
+        torch.testing.assert_close(p.detach() - before[name], reference_step)
+
+
+def brute_force_path_parts(thetas, losses, metric, final_segment):
+    """(objective without the loss coordinate's options, distance part, loss part) of one
+    trajectory, from its points: Python sums over segments, one norm per parameter."""
+    segments = len(thetas) - 1 if final_segment else len(thetas) - 2
+    distance, loss_change = 0.0, 0.0
+    for i in range(segments):
+        dtheta_sq = sum(float((thetas[i + 1][n] - thetas[i][n]).square().sum()) for n in thetas[i])
+        df = float(losses[i + 1] - losses[i])
+        if metric == "length":
+            distance += dtheta_sq**0.5
+            loss_change += abs(df)
+        else:
+            distance += dtheta_sq
+            loss_change += df * df
+    return distance, loss_change
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_path_parts_match_a_brute_force_computation(options):
+    """meta/path_distance(_sq) and meta/path_loss_change(_sq) are the meta-batch means of
+    sum ||Delta theta_i|| (^2) and sum |Delta f_i| (^2) over the segments Leap counts."""
+    model = tiny_model()
+    leap = Leap(model, **options)
+    parts = []
+    for t in range(3):
+        with leap.task(model) as hook:
+            thetas, losses = run_task(model, hook, batches(200 + t, STEPS + 1), "momentum")
+        parts.append(
+            brute_force_path_parts(thetas, losses, options["metric"], options["final_segment"])
+        )
+    logged = leap.end_meta_batch()
+    suffix = "" if options["metric"] == "length" else "_sq"
+    distance = sum(p[0] for p in parts) / 3
+    loss_change = sum(p[1] for p in parts) / 3
+    assert logged[f"meta/path_distance{suffix}"] == pytest.approx(distance, rel=1e-9)
+    assert logged[f"meta/path_loss_change{suffix}"] == pytest.approx(loss_change, rel=1e-9)
+    assert distance > 0 and loss_change > 0
+    objective = logged["meta/objective"]
+    if not options["loss_in_manifold"]:
+        assert objective == pytest.approx(distance, rel=1e-9)
+    elif options["metric"] == "energy":
+        assert objective == pytest.approx(distance + loss_change, rel=1e-9)
+    else:  # each segment's length lies between its larger part and the sum of its parts
+        assert max(distance, loss_change) <= objective <= distance + loss_change
+
+
 @pytest.mark.parametrize("optimizer", INNER_OPTIMIZERS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_reptile_gradient_is_mean_of_init_minus_final(optimizer, device):

@@ -75,6 +75,30 @@ def test_paper_hyperparameters_are_in_the_full_configs():
     assert m.options["metric"] == "energy" and m.meta_batch_size == 10
     assert (m.meta_optimizer, m.meta_lr) == ("adam", 0.01)
     assert multicv.task.name == "multicv"
+    assert (m.inner_max_epochs, m.inner_schedule, m.inner_early_stopping_patience) == (
+        1,
+        "cosine",
+        10,
+    )
+
+
+def test_paper_protocol_where_the_paper_is_claimed():
+    """The reference code's task definition and augmentation in the *_leap experiments;
+    the defaults elsewhere; MAML/FOMAML with the Leap paper's meta SGD 0.5."""
+    paper = {"task_definition": "per_alphabet", "split_order": "test_first", "augment": True}
+    for experiment in ("omniglot_leap", "glyphs_leap"):
+        options = compose([f"experiment={experiment}"]).task.options
+        assert {k: options[k] for k in paper} == paper, experiment
+    for task in ("glyphs", "omniglot"):
+        options = compose([f"task={task}"]).task.options
+        assert (options["task_definition"], options["split_order"], options["augment"]) == (
+            "random",
+            "random",
+            False,
+        )
+    for method, max_steps in (("maml", 5), ("fomaml", None)):
+        m = compose([f"meta={method}"]).meta
+        assert (m.meta_optimizer, m.meta_lr, m.options["max_steps"]) == ("sgd", 0.5, max_steps)
 
 
 def test_data_download_reaches_the_real_data_builders():

@@ -108,3 +108,75 @@ def test_split_that_does_not_fit_is_a_user_error(isolated_environment):
             train_alphabets=11,
             test_alphabets=3,
         )
+
+
+def drawing_index(images: torch.Tensor, alphabet: torch.Tensor) -> list[tuple[int, int]]:
+    """(character, drawing) of `alphabet` (C, D, H, W) each of `images` (N, 1, H, W) is."""
+    index: dict[bytes, tuple[int, int]] = {}
+    for i, image in enumerate(alphabet.flatten(0, 1).numpy()):
+        assert index.setdefault(image.tobytes(), divmod(i, alphabet.shape[1])) is not None
+    assert len(index) == alphabet.shape[0] * alphabet.shape[1], "drawings are distinct"
+    return [index[image.tobytes()] for image in images[:, 0].numpy()]
+
+
+PAPER = dict(OPTIONS, task_definition="per_alphabet", split_order="test_first")
+
+
+def test_per_alphabet_is_one_fixed_task_per_alphabet(isolated_environment):
+    root = str(isolated_environment)
+    dist = build("glyphs", "train", root, **PAPER)
+    assert len(dist.fixed) == len(dist.alphabets) == 6
+    tasks = dist.sample(12, np.random.default_rng(0))
+    names = [t.name for t in tasks]
+    assert sorted(names) == sorted([t.name for t in dist.fixed] * 2), "every alphabet twice"
+    assert len(set(names[:6])) == 6, "each round visits every alphabet once"
+    again = build("glyphs", "train", root, **PAPER).sample(12, np.random.default_rng(7))
+    by_name = {t.name: t for t in again}
+    for task in tasks:  # the same task for an alphabet every sample, whatever the rng
+        same = by_name[task.name]
+        for field in ("x_train", "y_train", "x_test", "y_test"):
+            assert torch.equal(getattr(task, field), getattr(same, field))
+    assert len({t.seed for t in tasks}) > 1, "minibatch seeds differ between samples"
+    other = build("glyphs", "train", root, **{**PAPER, "split_seed": 1})
+    assert not all(
+        torch.equal(a.x_train, b.x_train)
+        for a, b in zip(dist.fixed, other.fixed, strict=False)
+        if a.x_train.shape == b.x_train.shape
+    )
+
+
+def test_test_first_holds_out_the_first_drawings_of_each_character(isolated_environment):
+    root = str(isolated_environment)
+    for definition in ("per_alphabet", "random"):
+        options = dict(OPTIONS, task_definition=definition, split_order="test_first")
+        dist = build("glyphs", "train", root, **options)
+        for task in dist.sample(3, np.random.default_rng(3)):
+            alphabet = dist.alphabets[int(task.name.rsplit("alphabet", 1)[1])]
+            test = drawing_index(task.x_test, alphabet)
+            train = drawing_index(task.x_train, alphabet)
+            characters = {c for c, _ in test}
+            assert len(characters) == 20 and {c for c, _ in train} == characters
+            for c in characters:
+                assert sorted(d for cc, d in test if cc == c) == list(range(5))
+                assert sorted(d for cc, d in train if cc == c) == list(range(5, 20))
+            labels = {c: int(y) for (c, _), y in zip(test, task.y_test, strict=True)}
+            for (c, _), y in zip(train, task.y_train, strict=True):
+                assert labels[c] == int(y), "a character keeps its label across the split"
+
+
+def test_random_split_order_still_varies_the_held_out_drawings(isolated_environment):
+    dist = build("glyphs", "train", str(isolated_environment), **OPTIONS)
+    task = dist.sample(1, np.random.default_rng(4))[0]
+    alphabet = dist.alphabets[int(task.name.rsplit("alphabet", 1)[1])]
+    assert {d for _, d in drawing_index(task.x_test, alphabet)} != set(range(5))
+
+
+@pytest.mark.parametrize(
+    ("option", "accepted"),
+    [("task_definition", "random, per_alphabet"), ("split_order", "random, test_first")],
+)
+def test_bad_task_definition_values_are_one_line_user_errors(
+    isolated_environment, option, accepted
+):
+    with pytest.raises(UserError, match=f"task.options.{option} 'paper'; accepted: {accepted}"):
+        build("glyphs", "train", str(isolated_environment), **{**OPTIONS, option: "paper"})

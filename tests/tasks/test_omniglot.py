@@ -195,3 +195,28 @@ def test_paper_protocol_on_an_omniglot_sized_fake(tmp_path, monkeypatch):
     model = models.build("conv4", (1, 28, 28), 20, width=16)
     result = task.inner_loop(model, InnerLoopConfig(steps=30, lr=0.1, batch_size=20))
     assert float(result.losses[-1]) < float(result.losses[0])
+
+
+def test_per_alphabet_test_first_is_the_reference_task_definition(omniglot_root):
+    """One fixed task per kept alphabet; the first drawing (in file order) of each of its
+    characters held out, the next three for training."""
+    options = dict(SMALL, task_definition="per_alphabet", split_order="test_first")
+    dist = build("omniglot", "train", str(omniglot_root), **options)
+    assert len(dist.fixed) == len(dist.alphabets) == 2
+    tasks = dist.sample(4, np.random.default_rng(0))
+    assert sorted(t.name for t in tasks) == sorted([t.name for t in dist.fixed] * 2)
+    for task in tasks:
+        alphabet = dist.alphabets[int(task.name.rsplit("alphabet", 1)[1])]
+        fixed = next(t for t in dist.fixed if t.name == task.name)
+        assert torch.equal(task.x_train, fixed.x_train) and torch.equal(task.x_test, fixed.x_test)
+        for x, y in zip(task.x_test, task.y_test, strict=True):
+            matches = (alphabet == x[0]).flatten(2).all(-1).nonzero().tolist()
+            assert len(matches) == 1 and matches[0][1] == 0, "held out: the first drawing"
+            character = matches[0][0]
+            train = task.x_train[task.y_train == y][:, 0]
+            assert torch.equal(train, alphabet[character, 1:4])
+
+
+def test_bad_task_definition_is_rejected_before_any_file_is_read(tmp_path):
+    with pytest.raises(UserError, match="accepted: random, per_alphabet"):
+        build("omniglot", "train", str(tmp_path), task_definition="alphabet")

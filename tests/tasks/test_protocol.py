@@ -4,6 +4,7 @@ per-task results reproducible from the seed, and the training-batch augmentation
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,6 +184,50 @@ def test_random_affine_is_identity_at_zero_and_reproducible():
     c = augment(images, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.allclose(a, c)
     assert a.shape == images.shape
+
+
+def test_random_affine_draws_the_reference_distribution():
+    """Rotation uniform over the whole circle (torchvision's (0, 360) modulo 360), shift
+    uniform in +-0.2 image sizes per axis, scale uniform in [0.8, 1.2], all independent:
+    Kolmogorov-Smirnov tests against those laws and a correlation check, on 20000 draws."""
+    from scipy import stats
+
+    degrees, scale, shift = RandomAffine().draw(20000, torch.Generator().manual_seed(0))
+    turn = (degrees.double() % 360).numpy()
+    assert stats.kstest(turn, stats.uniform(0, 360).cdf).pvalue > 1e-3
+    assert stats.kstest(scale.double().numpy(), stats.uniform(0.8, 0.4).cdf).pvalue > 1e-3
+    for axis in range(2):
+        values = shift[:, axis].double().numpy()
+        assert stats.kstest(values, stats.uniform(-0.2, 0.4).cdf).pvalue > 1e-3
+    assert float(scale.min()) >= 0.8 and float(scale.max()) <= 1.2
+    assert float(shift.abs().max()) <= 0.2
+    draws = torch.stack([degrees, scale, shift[:, 0], shift[:, 1]]).double()
+    off_diagonal = torch.corrcoef(draws) - torch.eye(4, dtype=torch.float64)
+    assert float(off_diagonal.abs().max()) < 0.05, "the four draws are independent"
+    # The test has power: a half-circle of rotations is rejected.
+    half, _, _ = RandomAffine(degrees=90).draw(20000, torch.Generator().manual_seed(0))
+    assert stats.kstest((half.double() % 360).numpy(), stats.uniform(0, 360).cdf).pvalue < 1e-6
+
+
+def test_random_affine_applies_the_drawn_rotation_and_scale():
+    """The image moves as the draw says: a dot at offset (r, 0) from the centre lands at
+    scale * R(angle) (r, 0) (plus the drawn shift)."""
+    size = 41
+    image = torch.zeros(1, 1, size, size)
+    image[0, 0, 20, 30] = 1.0  # 10 pixels right of the centre (20, 20)
+    augment = RandomAffine()
+    coords = torch.arange(size, dtype=torch.float64)
+    for seed in range(5):
+        degrees, scale, shift = augment.draw(1, torch.Generator().manual_seed(seed))
+        out = augment(image, torch.Generator().manual_seed(seed))[0, 0].double()
+        y = float((out.sum(1) * coords).sum() / out.sum()) - 20
+        x = float((out.sum(0) * coords).sum() / out.sum()) - 20
+        angle = math.radians(float(degrees[0]))
+        radius = float(scale[0]) * 10
+        # grid_sample's y axis points down: a positive angle turns x towards +y.
+        expected_x = radius * math.cos(angle) + float(shift[0, 0]) * size
+        expected_y = radius * math.sin(angle) + float(shift[0, 1]) * size
+        assert abs(x - expected_x) < 0.6 and abs(y - expected_y) < 0.6, (seed, x, y)
 
 
 def test_random_affine_translation_stays_within_bounds():
