@@ -221,8 +221,10 @@ def meta_parts(study: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
         series: dict[str, list[float]] = {}
         for row in rows:
             for key in (*META_PARTS, "task/auc", "task/loss_first", "task/loss_final"):
-                if key in row:
-                    series.setdefault(key, []).append(float(row[key]))
+                # The energy metric logs its parts squared, under `_sq` names.
+                name = key if key in row else f"{key}_sq"
+                if name in row:
+                    series.setdefault(key, []).append(float(row[name]))
         if series:
             out[run] = series
     return out
@@ -463,8 +465,9 @@ def write_report(record: dict[str, Any], docs: Path) -> Path:
         plot_meta_parts(parts[first], first, plot)
         out += [
             "Each Leap run's path length (the objective), split into its two parts, the "
-            "distance travelled in parameter space and the change of the loss, first and "
-            "last meta-step, beside the meta-batch's training-loss AUC and its initial loss:",
+            "distance travelled in parameter space and the change of the loss (squared, "
+            "for the energy metric), first and last meta-step, beside the meta-batch's "
+            "training-loss AUC and its initial loss:",
             "",
             _table(
                 [
