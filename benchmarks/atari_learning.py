@@ -1,7 +1,7 @@
 """Does the A2C learner learn? Learning curves on Breakout and Pong against a published one.
 
     python -m benchmarks.atari_learning                        # both modes, 3 seeds
-    python -m benchmarks.atari_learning --mode reference --frames 8000000
+    python -m benchmarks.atari_learning --mode reference --frames 6000000
     python -m benchmarks.atari_learning --mode leap --seeds 3
 
 Two modes, each training agents from scratch with `envs.a2c.train` on every game of
@@ -67,6 +67,8 @@ BASELINES_SOURCE = (
 # game -> [(agent steps, curve mean, band low, band high)], read from the page's SVG.
 BASELINES_A2C: dict[str, list[tuple[float, float, float, float]]] = {
     "breakout": [
+        (0.10e6, 1.5, 1.5, 1.5),
+        (0.20e6, 1.7, 1.6, 1.7),
         (0.25e6, 1.8, 1.8, 1.9),
         (0.50e6, 2.1, 2.1, 2.1),
         (0.75e6, 2.3, 2.3, 2.4),
@@ -83,6 +85,8 @@ BASELINES_A2C: dict[str, list[tuple[float, float, float, float]]] = {
         (5.00e6, 112.1, 109.5, 114.6),
     ],
     "pong": [
+        (0.10e6, -20.4, -20.4, -20.3),
+        (0.20e6, -20.4, -20.4, -20.3),
         (0.25e6, -20.3, -20.4, -20.3),
         (0.50e6, -20.2, -20.3, -20.2),
         (0.75e6, -20.2, -20.2, -20.2),
@@ -125,14 +129,14 @@ def reference_settings(frames: int, model: str) -> Settings:
     return Settings(model, 7e-4, updates, options)
 
 
-def leap_settings(model: str, updates: int | None) -> Settings:
+def leap_settings(model: str, updates: int | None, lr: float | None) -> Settings:
     """The `atari_leap` experiment's inner loop (the Leap paper's learner): its task
-    options, inner optimizer and `meta.inner_steps` (or `updates`)."""
+    options, inner learning rate (or `lr`) and `meta.inner_steps` (or `updates`)."""
     from experiments.config import compose
 
     cfg = compose(["experiment=atari_leap", "tracker=none"])
     options = {k: v for k, v in cfg.task.options.items() if k != "game_pool"}
-    return Settings(model, cfg.meta.inner_lr, updates or cfg.meta.inner_steps, options)
+    return Settings(model, lr or cfg.meta.inner_lr, updates or cfg.meta.inner_steps, options)
 
 
 def published(game: str, steps: float) -> dict[str, Any] | None:
@@ -266,7 +270,7 @@ def reference_mode(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def leap_mode(args: argparse.Namespace) -> dict[str, Any]:
-    settings = leap_settings(args.model, args.leap_updates)
+    settings = leap_settings(args.model, args.leap_updates, args.leap_lr)
     out: dict[str, Any] = {
         "settings": {
             "model": settings.model,
@@ -309,8 +313,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--frames",
         type=int,
-        default=8_000_000,
-        help="reference mode: emulator frames per run (default: 8M = 2M agent steps)",
+        default=6_000_000,
+        help="reference mode: emulator frames per run (default: 6M = 1.5M agent steps)",
     )
     parser.add_argument("--model", default="nature_cnn", help="encoder (default: nature_cnn)")
     parser.add_argument(
@@ -318,6 +322,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=int,
         default=None,
         help="leap mode: A2C updates per run (default: atari_leap's meta.inner_steps)",
+    )
+    parser.add_argument(
+        "--leap-lr", type=float, default=None, help="leap mode: RMSprop lr (default: 1e-4)"
     )
     parser.add_argument("--random-episodes", type=int, default=32)
     parser.add_argument("--points", type=int, default=20, help="points per learning curve")

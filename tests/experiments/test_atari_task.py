@@ -244,3 +244,10 @@ def test_meta_training_logs_prefixed_metrics_ignoring_missing_values():
     assert "atari/dropped" not in metrics and "atari/train_accuracy" not in metrics
     assert metrics["task/test_normalized_score"] == pytest.approx(0.1)
     assert metrics["task/auc"] == pytest.approx(0.75)
+
+
+def test_return_curve_area_is_the_mean_over_points_with_a_return():
+    from experiments.evaluate import return_curve_area
+
+    assert return_curve_area([math.nan, 1.0, 3.0, 2.0]) == pytest.approx(2.0)
+    assert math.isnan(return_curve_area([math.nan, math.nan]))
