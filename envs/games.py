@@ -196,6 +196,10 @@ LEAP_TRAIN = (
     "wizard_of_wor",  # 10
 )
 
+SMALL_TRAIN = ("assault", "demon_attack", "ms_pacman", "qbert")
+"""The CPU-sized pool's training games (`atari_small`): four games of the Leap pool whose
+random play already scores (7, 6, 9 and 6 actions), so that short inner loops see rewards."""
+
 SPLITS = ("train", "validation", "test")
 
 POOLS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -204,10 +208,12 @@ POOLS: dict[str, dict[str, tuple[str, ...]]] = {
         "validation": LEAP_HELD_OUT,
         "test": LEAP_HELD_OUT + LEAP_LARGE_ACTION_TEST,
     },
+    "small": {"train": SMALL_TRAIN, "validation": LEAP_HELD_OUT, "test": LEAP_HELD_OUT},
     "atari57": {"train": ATARI_57, "validation": ATARI_57, "test": ATARI_57},
 }
 """Named pools: split -> games. `leap` is the paper's setup (its validation split is the
-two held-out small-action games, a subset of its test split); `atari57` is every game
+two held-out small-action games, a subset of its test split); `small` trains on four games
+of the Leap pool and holds out the same two (`atari_small`); `atari57` is every game
 with reference scores, the same for each split."""
 
 

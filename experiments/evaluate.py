@@ -95,7 +95,8 @@ class MethodResult:
     `train_loss` and each of the inner loop's own curves to one curve per entry.
     `initializations` says what the method starts from (one line per replicate);
     `inner_metrics` holds the inner loop's own figures (e.g. `train_accuracy`, on the last
-    training minibatch), reported but not compared.
+    training minibatch), reported but not compared. `return_auc` (Atari) is the area under
+    each run's return curve (`return_curve_area`).
     """
 
     method: str
@@ -105,6 +106,7 @@ class MethodResult:
     held_out: dict[str, list[float]] = field(default_factory=dict)
     inner_metrics: dict[str, list[float]] = field(default_factory=dict)
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
+    return_auc: list[float] = field(default_factory=list)
 
     def add(self, key: tuple[int, int, int], run: InnerLoopResult, held: dict[str, float]) -> None:
         """Record one task's inner loop and held-out metrics."""
@@ -118,9 +120,15 @@ class MethodResult:
         self.curves.setdefault("train_loss", []).append(run.losses.tolist())
         for name, curve in run.curves.items():
             self.curves.setdefault(f"train_{name}", []).append(list(curve))
+        if "episode_return" in run.curves:
+            self.return_auc.append(return_curve_area(run.curves["episode_return"]))
 
     def figures(self) -> dict[str, list[float]]:
-        """Every scored figure per entry: `auc` and the held-out metrics."""
+        """Every scored figure per entry: the training curve's area (`auc`, of the loss; for
+        Atari `return_auc`, of the episode return, since the A2C loss can be negative and
+        says little of how well the agent plays) and the held-out metrics."""
+        if self.return_auc:
+            return {"return_auc": self.return_auc, **self.held_out}
         return {"auc": self.auc, **self.held_out}
 
     def replicates(self) -> int:
@@ -207,6 +215,14 @@ class Evaluation:
             for c in comparisons:
                 out.update(c.summary(self.reference))
         return out
+
+
+def return_curve_area(curve: list[float]) -> float:
+    """Area under an agent's return curve divided by its length: the mean of the curve's
+    points (each the mean return of the latest episodes) over those where an episode had
+    finished; NaN if none had. Higher is better."""
+    finite = [v for v in curve if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def compare_methods(results: list[MethodResult], reference: str) -> dict[str, list[Comparison]]:

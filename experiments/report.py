@@ -34,7 +34,7 @@ def print_table(
     Console(soft_wrap=False).print(table)
 
 
-FIGURE_NAMES = {"auc": "train-loss AUC"}
+FIGURE_NAMES = {"auc": "train-loss AUC", "return_auc": "return-curve area"}
 
 
 def _figure(name: str) -> str:

@@ -109,3 +109,10 @@ def test_bad_pool_and_split_are_user_errors() -> None:
         resolve_pool("leap", "training")
     with pytest.raises(UserError, match="close matches: pong"):
         resolve_pool(["pongg"], "train")
+
+
+def test_small_pool_trains_on_leap_games_and_holds_out_the_papers_pair() -> None:
+    train = resolve_pool("small", "train")
+    assert len(train) == 4 and set(train) <= set(resolve_pool("leap", "train"))
+    assert resolve_pool("small", "test") == resolve_pool("leap", "validation")
+    assert not set(train) & set(resolve_pool("small", "test"))

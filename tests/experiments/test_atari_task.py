@@ -34,7 +34,31 @@ TINY_ATARI = [
 """Two games, 4 environments, 20 A2C updates of unroll 5 per task: 2 x 420 agent steps
 = 3,360 frames per meta-step; episodes truncated at 400 frames so that some finish."""
 
-EXPERIMENTS = {"atari_leap": TINY_ATARI, "atari_transfer": TINY_ATARI}
+TINY_SMALL = [
+    "task.options.num_envs=2",
+    "+task.options.max_episode_frames=400",
+    "+task.options.eval_episodes=1",
+    "+task.options.eval_max_frames=200",
+    "meta.meta_steps=1",
+    "meta.meta_batch_size=2",
+    "meta.inner_steps=5",
+    "eval.tasks=2",
+    "eval.seeds=[0,1]",
+    "eval.steps=5",
+    "tracker=none",
+    "progress=false",
+]
+"""The `small` pool itself (4 training games, 2 held out), 2 environments, 5 A2C updates."""
+
+SMALL_CONVRNN = "++model.options.width=0.25"
+
+EXPERIMENTS = {
+    "atari_leap": TINY_ATARI,
+    "atari_transfer": TINY_ATARI,
+    "atari_leap_mnih2013_rgb": TINY_ATARI,
+    "atari_small": TINY_SMALL,
+    "atari_small_convrnn": [*TINY_SMALL, SMALL_CONVRNN],
+}
 
 
 def test_leap_meta_trains_an_atari_encoder_for_a_tiny_budget(tmp_path):
@@ -122,7 +146,83 @@ def test_transfer_loads_the_meta_learned_encoder_and_leaves_the_heads(tmp_path: 
 def test_atari_experiment_configs_compose(experiment):
     cfg = compose([f"experiment={experiment}"])
     assert cfg.task.name == "atari" and cfg.meta.options["metric"] == "energy"
-    assert (cfg.meta.inner_optimizer, cfg.meta.inner_lr) == ("rmsprop", 1e-4)
+    paper = not experiment.startswith("atari_small")  # atari_small: Baselines' lr 7e-4
+    assert (cfg.meta.inner_optimizer, cfg.meta.inner_lr) == ("rmsprop", 1e-4 if paper else 7e-4)
+
+
+@pytest.mark.parametrize("experiment", ["atari_leap", "atari_transfer"])
+@pytest.mark.parametrize("model", ["convrnn_atari", "mnih2013", "nature_cnn"])
+def test_atari_experiments_accept_every_atari_encoder(experiment, model):
+    """`model=NAME` swaps the encoder of the Atari experiments, as the README says."""
+    import models
+    from envs import ActorCritic
+    from experiments.runner import build_model, task_distribution
+
+    cfg = compose([f"experiment={experiment}", f"model={model}", "tracker=none"])
+    assert cfg.model.name == model
+    dist = task_distribution(cfg, "train")
+    agent = build_model(cfg, dist)
+    assert isinstance(agent, ActorCritic)
+    reference = models.build(model, dist.input_shape, agent.feature_dim)
+    assert type(agent.encoder) is type(reference)
+    assert agent.recurrent == (model == "convrnn_atari")
+
+
+def test_leap_meta_trains_convrnn_atari_in_atari_leap(tmp_path: Path):
+    """The stateful ConvRNN encoder goes through Leap's Atari path and is saved."""
+    out = [*TINY_ATARI, "meta.inner_steps=3", f"out_dir={tmp_path}"]
+    summary = train(compose(["experiment=atari_leap", "model=convrnn_atari", SMALL_CONVRNN, *out]))
+    assert math.isfinite(summary["meta/objective"])
+    init = tmp_path / "atari_leap-leap-convrnn_atari-seed0" / "init.pt"
+    saved = read_initialization(init)["state_dict"]
+    assert any(k.startswith("encoder.layers.conv2.") for k in saved), sorted(saved)
+
+
+def test_rgb_experiment_feeds_the_mnih2013_encoder_three_channel_frames():
+    """atari_leap_mnih2013_rgb: the env produces 84x84 RGB frames, folded into 3 channels,
+    and the Mnih et al. 2013 encoder's first convolution takes exactly those."""
+    from envs import ActorCritic, AtariDistribution, make_env, obs_to_tensor
+    from experiments.runner import build_model, task_distribution
+    from models.atari_encoders import AtariCNN
+
+    cfg = compose(["experiment=atari_leap_mnih2013_rgb", "tracker=none"])
+    dist = task_distribution(cfg, "validation")
+    assert isinstance(dist, AtariDistribution)
+    assert dist.input_shape == (3, 84, 84)
+    agent = build_model(cfg, dist)
+    assert isinstance(agent, ActorCritic) and isinstance(agent.encoder, AtariCNN)
+    first = agent.encoder.convs[0]
+    assert isinstance(first, torch.nn.Conv2d)
+    assert (first.in_channels, first.out_channels, first.kernel_size) == (3, 16, (8, 8))
+    assert agent.feature_dim == 256
+    env = make_env("breakout", 2, dist.settings.env)
+    obs, _ = env.reset(seed=0)
+    env.close()
+    assert obs.shape == (2, 1, 84, 84, 3)
+    x = obs_to_tensor(obs)
+    assert x.shape == (2, 3, 84, 84)
+    assert torch.equal(x[1, 2], torch.from_numpy(obs[1, 0, :, :, 2]))  # blue plane
+    logits, value, _ = agent(x, "breakout")
+    assert logits.shape == (2, 4) and value.shape == (2,)
+
+
+@pytest.mark.parametrize("experiment", ["atari_small", "atari_small_convrnn"])
+def test_atari_small_trains_then_evaluates_on_its_held_out_games(experiment, tmp_path: Path):
+    """`leap train experiment=atari_small && leap evaluate experiment=atari_small`, tiny:
+    Leap meta-trains on the pool's training games, then Leap and Scratch train on both
+    held-out games for each seed; the table's figures are the return curve's area and
+    the held-out return and normalized score."""
+    out = [*EXPERIMENTS[experiment], f"out_dir={tmp_path}", f"tracker.dir={tmp_path}"]
+    cfg = compose([f"experiment={experiment}", *out])
+    summary = train(cfg)
+    assert math.isfinite(summary["meta/objective"])
+    results = evaluate(cfg)
+    assert [r.method for r in results] == ["leap", "scratch"]
+    for r in results:
+        games = {key[:2] for key in r.keys}
+        assert len(games) == 4  # 2 seeds x 2 held-out games
+        assert set(r.figures()) == {"return_auc", "episode_return", "normalized_score"}
+        assert all(math.isfinite(v) for v in r.held_out["normalized_score"])
 
 
 def test_meta_training_logs_prefixed_metrics_ignoring_missing_values():
@@ -144,3 +244,10 @@ def test_meta_training_logs_prefixed_metrics_ignoring_missing_values():
     assert "atari/dropped" not in metrics and "atari/train_accuracy" not in metrics
     assert metrics["task/test_normalized_score"] == pytest.approx(0.1)
     assert metrics["task/auc"] == pytest.approx(0.75)
+
+
+def test_return_curve_area_is_the_mean_over_points_with_a_return():
+    from experiments.evaluate import return_curve_area
+
+    assert return_curve_area([math.nan, 1.0, 3.0, 2.0]) == pytest.approx(2.0)
+    assert math.isnan(return_curve_area([math.nan, math.nan]))
