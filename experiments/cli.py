@@ -4,6 +4,7 @@
     leap train -m meta=leap,reptile seed=0,1
     leap evaluate experiment=glyphs_leap eval.init=runs/.../init.pt
     leap compare --dir . --group glyphs_demo
+    leap analyze --model rgc_intermediate --compare-model rgc_intermediate_ff ...
 
 Arguments after the subcommand are Hydra overrides of the configs in
 `experiments/conf/`. A bad value ends with one line on stderr and exit code 2.
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every trial's config")
+    from experiments.analysis.cli import add_parser as add_analyze_parser
+
+    add_analyze_parser(sub)
     return parser
 
 
@@ -183,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_jobs(_evaluate, args.overrides, args.multirun)
             if args.command == "search":
                 return _search(args)
+            if args.command == "analyze":
+                from experiments.analysis.cli import run as analyze
+
+                return analyze(args)
             return _compare(args)
         except UserError as error:
             report(f"leap: error: {error}")
