@@ -76,26 +76,30 @@ def _count(spec: str, default: int | None) -> int | None:
 
 
 def glyph_stimuli(count: int, data_root: str | Path) -> Stimuli:
-    """One drawing each of `count` characters, cycling over the test alphabets."""
+    """One drawing each of `count` characters, taken in turn from the test alphabets
+    (their next drawings once every character has one)."""
     from tasks.glyph_tasks import AlphabetSplit
     from tasks.glyphs import GlyphSpec, load
 
     spec = GlyphSpec()
     glyphs = load(spec, data_root)
     alphabets = AlphabetSplit(train=35, test=10).indices(spec.alphabets)["test"]
+    order = [
+        (a, c)
+        for c in range(spec.max_characters)
+        for a in alphabets
+        if c < int(glyphs.characters[a])
+    ]
+    if count > len(order) * spec.drawers:
+        raise UserError(
+            f"the glyph test alphabets hold {len(order) * spec.drawers} images, {count} asked"
+        )
     images: list[Tensor] = []
     labels: list[str] = []
-    character = 0
-    while len(images) < count:
-        progressed = False
-        for a in alphabets:
-            if character < int(glyphs.characters[a]) and len(images) < count:
-                images.append(glyphs.alphabet(a)[character, 0])
-                labels.append(f"alphabet{a}/char{character}")
-                progressed = True
-        if not progressed:
-            raise UserError(f"the glyph test alphabets hold fewer than {count} characters")
-        character += 1
+    for index in range(count):
+        drawer, (a, c) = divmod(index, len(order))[0], order[index % len(order)]
+        images.append(glyphs.alphabet(a)[c, drawer])
+        labels.append(f"alphabet{a}/char{c}/drawer{drawer}")
     return Stimuli(f"glyphs:{count}", torch.stack(images)[:, None], labels)
 
 

@@ -209,3 +209,58 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_synthetic_neurons_are_traced_to_their_layer_and_step(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments.analysis import synthetic
+
+    stimuli = tmp_path / "stimuli.npy"
+    np.save(stimuli, np.random.default_rng(1).random((120, 16, 16)).astype(np.float32))
+    out = tmp_path / "synthetic.npz"
+    code = synthetic.main(
+        [
+            "--checkpoint",
+            str(files["init"]),
+            "--stimuli",
+            str(stimuli),
+            "--source",
+            "conv1@0",
+            "--source",
+            "conv4@2",
+            "--pool",
+            "1",
+            "--neurons",
+            "6",
+            "--explained",
+            "0.7",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    code = _run(
+        "--checkpoint",
+        str(files["init"]),
+        "--stimuli",
+        "neural",
+        "--neural",
+        str(out),
+        "--pool",
+        "1",
+        "--tracker",
+        "none",
+        "--out-dir",
+        str(tmp_path),
+        "--name",
+        "s",
+    )
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["neural/best_bin0"] == "conv1@t0"
+    assert summary["neural/best_bin1"] == "conv4@t2"
+    assert summary["neural/ceiling_median"] == pytest.approx(0.7, abs=0.1)
+    # conv4 has 16 features, a fold 96 training images: the held-out R² is the share less
+    # the estimation error (1 - share) d / (n - d).
+    assert summary["neural/best_r2_bin1"] == pytest.approx(0.7 - 0.3 * 16 / 80, abs=0.08)
