@@ -22,6 +22,7 @@ layer's similarity over time steps. Everything lands in `<out_dir>/<name>/` and 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,12 @@ def run_study(
     tasks: int = 3,
     steps: int | None = None,
     experiment: str = "glyphs_demo_convrnn",
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the study `name` (see the module docstring) with the Leap init
     `request.checkpoint` on `tasks` held-out tasks, `steps` inner steps each (None: the
-    experiment's eval.steps); returns the mean maps and accuracies."""
+    experiment's eval.steps); `overrides` are further Hydra overrides of the experiment
+    (e.g. a smaller glyph set). Returns the mean maps and accuracies."""
     if tasks < 1 or (steps is not None and steps < 1):
         raise UserError(f"the study needs tasks >= 1 and steps >= 1, got {tasks} and {steps}")
     if name not in STUDIES:
@@ -87,7 +90,13 @@ def run_study(
         )
     root = str(Path(request.data_root).expanduser())
     cfg = compose(
-        [f"experiment={experiment}", f"data.root='{root}'", f"seed={request.seed}", "tracker=none"]
+        [
+            f"experiment={experiment}",
+            f"data.root='{root}'",
+            f"seed={request.seed}",
+            "tracker=none",
+            *overrides,
+        ]
     )
     dist = task_distribution(cfg, "test")
     leap_model = build_model(cfg, dist)

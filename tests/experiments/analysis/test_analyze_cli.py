@@ -4,6 +4,7 @@ run from files, W&B gets the maps, and every bad input is one line with exit cod
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,9 @@ def test_twin_with_shared_weights_and_neural_fits_logged_to_wandb(
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     assert "neural/ceiling_median" in summary or "neural/best_bin0" in summary
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    (offline,) = (tmp_path / "wandb").glob("offline-run-*")
+    logged = {p.name.rsplit("_", 2)[0] for p in offline.glob("files/media/images/**/*.png")}
+    assert {"matched", "best", "r2_bin0", "r2_bin1"} <= logged
 
 
 @pytest.mark.parametrize(
@@ -264,3 +267,36 @@ def test_synthetic_neurons_are_traced_to_their_layer_and_step(
     # conv4 has 16 features, a fold 96 training images: the held-out R² is the share less
     # the estimation error (1 - share) d / (n - d).
     assert summary["neural/best_r2_bin1"] == pytest.approx(0.7 - 0.3 * 16 / 80, abs=0.08)
+
+
+@pytest.mark.slow
+def test_leap_vs_scratch_study_runs_on_a_tiny_budget(tmp_path: Path) -> None:
+    from experiments.analysis.analyze import AnalysisRequest
+    from experiments.analysis.study import PAIRS, run_study
+    from tests.conftest import SMALL_GLYPHS
+
+    overrides = [*SMALL_GLYPHS, "task.options.ways=5", "task.options.test_shots=4"]
+    assert (
+        main(
+            [
+                "train",
+                "experiment=glyphs_demo_convrnn",
+                "debug=tiny",
+                "tracker=none",
+                f"out_dir={tmp_path}",
+                "name=tiny",
+                *overrides,
+            ]
+        )
+        == 0
+    )
+    request = AnalysisRequest(
+        checkpoint=str(tmp_path / "tiny" / "init.pt"),
+        tracker="none",
+        out_dir=str(tmp_path),
+        data_root=os.environ["LEAP_DATA_ROOT"],
+    )
+    out = run_study("leap_vs_scratch", request, tasks=2, steps=2, overrides=overrides)
+    assert set(out["maps"]) == {label for label, _, _ in PAIRS}
+    assert out["layers"] == ["conv1", "conv2", "conv3", "conv4"] and out["steps"] == [0, 1, 2]
+    assert (tmp_path / "study-leap_vs_scratch" / "study_top_layer.png").is_file()
