@@ -101,6 +101,9 @@ def check_request(request: AnalysisRequest) -> None:
         raise UserError(f"pool must be >= 1, got {request.pool}")
     if request.folds < 2:
         raise UserError(f"folds must be >= 2, got {request.folds}")
+    if not 0 <= request.seed < 2**32:
+        raise UserError(f"seed must be in [0, 2**32), got {request.seed}")
+    _check_device(request.device)
     if request.tracker not in ("wandb", "none"):
         raise UserError(f"tracker {request.tracker!r} is not accepted; accepted: wandb, none")
     if request.compare_checkpoint == SHARED and not request.compare_model:
@@ -112,6 +115,19 @@ def check_request(request: AnalysisRequest) -> None:
             "nothing to compare with: give --compare-model/--compare-checkpoint (RSA) "
             "and/or --neural FILE (neural fits)"
         )
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; accepted: cpu, cuda, cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but no CUDA device is available")
+    if kind not in ("cpu", "cuda"):
+        raise UserError(f"device {device!r} is not accepted; accepted: cpu, cuda, cuda:N")
 
 
 def _input_shape(request: AnalysisRequest, stimuli: Stimuli) -> tuple[int, int, int]:
@@ -262,6 +278,8 @@ def _similarity(
             vmax=1.0,
         )
     )
+    if result.matched is None:  # no layer names in common: the best matches are the answer
+        print(format_grid(best, rows, [str(t) for t in steps_a], title))
 
 
 def _neural(

@@ -191,6 +191,18 @@ def test_twin_with_shared_weights_and_neural_fits_logged_to_wandb(
         ),
         (["--model", "convrnn_glyph"], "nothing to compare with"),
         (
+            ["--model", "convrnn_glyph", "--compare-model", "conv4", "--device", "tpu"],
+            "unknown device 'tpu'",
+        ),
+        (
+            ["--model", "convrnn_glyph", "--compare-model", "conv4", "--seed", "-1"],
+            "seed must be in [0, 2**32)",
+        ),
+        (
+            ["--model", "convrnn_glyph", "--compare-model", "conv4", "--pool", "0"],
+            "pool must be >= 1",
+        ),
+        (
             ["--checkpoint", "missing.pt", "--compare-model", "conv4", "--stimuli", "{stimuli}"],
             "does not exist",
         ),
