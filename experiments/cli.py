@@ -4,6 +4,7 @@
     leap train -m meta=leap,reptile seed=0,1
     leap evaluate experiment=glyphs_leap eval.init=runs/.../init.pt
     leap compare --dir . --group glyphs_demo
+    leap analyze --model rgc_intermediate --compare-model rgc_intermediate_ff ...
 
 Arguments after the subcommand are Hydra overrides of the configs in
 `experiments/conf/`. A bad value ends with one line on stderr and exit code 2.
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.analysis.cli import add_parser as add_analyze_parser
 from experiments.results import add_arguments as add_results_arguments
 from leap_convrnn.errors import UserError
 
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     text = "the evidence suite: every method, model and study; writes docs/results.md"
     p = sub.add_parser("results", help=text, description=text)
     add_results_arguments(p)
+    add_analyze_parser(sub)
     return parser
 
 
@@ -191,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from experiments.results import run_suite
 
                 return run_suite(args)
+            if args.command == "analyze":
+                from experiments.analysis.cli import run as analyze
+
+                return analyze(args)
             return _compare(args)
         except UserError as error:
             report(f"leap: error: {error}")

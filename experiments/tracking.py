@@ -388,6 +388,17 @@ class Tracker:
             except Exception as error:
                 self._fail("line series", error)
 
+    def image(self, key: str, path: Path, caption: str | None = None) -> None:
+        """Log the image file at `path` (a W&B Image; the file itself stays in the run
+        directory)."""
+        if self._run is not None:
+            try:
+                import wandb
+
+                self._run.log({key: wandb.Image(str(path), caption=caption)})
+            except Exception as error:
+                self._fail("image", error)
+
     def artifact(self, path: Path, name: str, kind: str, metadata: Mapping[str, Any]) -> None:
         """Log the file at `path` as a versioned W&B artifact, and name it in the sidecar
         `artifacts.json` beside the file so that runs which load the file can use it."""

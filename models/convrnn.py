@@ -64,7 +64,7 @@ weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -570,6 +570,18 @@ class ConvRNN(nn.Module):
             if readout == "all" or t == steps - 1:
                 logits.append(self.head(top))
         return torch.stack(logits, dim=1) if readout == "all" else logits[-1]
+
+    def unrolled(self, x: Tensor) -> Iterator[list[Tensor]]:
+        """Every layer's output (after pooling), in feedforward order, at each step of the
+        unrolling of `x` (images or sequences, presented as by `forward`); from zeros."""
+        frame_at, times = self._schedule(x)
+        count = len(self.layers)
+        outputs: list[Tensor | None] = [None] * count
+        cells: list[State | None] = [None] * count
+        scratch = _Scratch(count)
+        for t in range(times):
+            outputs, cells, _ = self._tick(frame_at(t), outputs, cells, scratch, t)
+            yield [out for out in outputs if out is not None]
 
     def initial_state(
         self,

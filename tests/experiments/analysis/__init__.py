@@ -1,0 +1,1 @@
+"""Tests of experiments/analysis (leap analyze)."""
