@@ -13,6 +13,9 @@ initialization and Scratch on the same held-out tasks):
   coordinate off, the stabilizer off.
 - multicv (the paper's Table 1) on `multicv_offline`: test error, train error and AUC for
   Leap, finetuning and Scratch.
+- representations (with the comparison, when it runs `convrnn_glyph`): `leap analyze
+  --study leap_vs_scratch` on the comparison's first Leap `convrnn_glyph` initialization,
+  on held-out tasks of the same budget.
 
 The scale (`--scale full|quick|tiny`) sets the budget; `full` is the one docs/results.md
 reports, `quick` checks the whole pipeline in minutes, `tiny` is what the tests run.
@@ -386,6 +389,36 @@ def model_costs(overrides: Sequence[str]) -> dict[str, float]:
     }
 
 
+REPRESENTATION_TASKS = 5
+"""Held-out tasks of the representations study (at most; fewer when the scale has fewer)."""
+
+
+def representations(scale: Scale, work: Path) -> dict[str, Any]:
+    """`leap analyze --study leap_vs_scratch` on the comparison's Leap `convrnn_glyph`
+    (training seed `scale.seeds[0]`): RSA between Leap, Scratch and the feedforward twin,
+    before and after each held-out task's inner loop. Returns the study's maps."""
+    from experiments.analysis.analyze import AnalysisRequest
+    from experiments.analysis.study import MODEL, run_study
+
+    run = f"suite_glyphs-leap-{MODEL}-seed{scale.seeds[0]}"
+    request = AnalysisRequest(
+        checkpoint=str(work / "runs" / "comparison" / MODEL / run / "init.pt"),
+        data_root=os.environ.get("LEAP_DATA_ROOT", "~/.cache/leap-convrnn"),
+        out_dir=str(work / "runs" / "representations"),
+        name="leap_vs_scratch",
+    )
+    overrides = [*scale.glyph_options, *[o for m, o in scale.model_options if m == MODEL]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        return run_study(
+            "leap_vs_scratch",
+            request,
+            tasks=min(REPRESENTATION_TASKS, scale.eval_tasks),
+            steps=scale.inner_steps,
+            experiment="suite_glyphs",
+            overrides=[f"model={MODEL}", *overrides],
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `leap results`."""
     parser.add_argument(
@@ -427,6 +460,14 @@ def run_suite(args: argparse.Namespace) -> int:
         for spent in (run_jobs(trains, args.jobs, log), run_jobs(evaluations, args.jobs, log)):
             for study, by_label in spent.items():
                 seconds.setdefault(study, {}).update(by_label)
+    studied = collect(work, studies)
+    if "comparison" in args.studies and "convrnn_glyph" in scale.models:
+        if not args.report_only:
+            log("leap results: the representations study (leap analyze --study leap_vs_scratch)")
+            representations(scale, work)
+        study_file = work / "runs" / "representations" / "leap_vs_scratch" / "study.json"
+        if study_file.is_file():
+            studied["representations"] = json.loads(study_file.read_text())
     wall = time.perf_counter() - started
     record: dict[str, Any] = {
         "scale": args.scale,
@@ -445,7 +486,7 @@ def run_suite(args: argparse.Namespace) -> int:
             )
             for model in scale.models
         },
-        "studies": collect(work, studies),
+        "studies": studied,
     }
     if args.report_only and (docs / "results.json").is_file():
         previous = json.loads((docs / "results.json").read_text())

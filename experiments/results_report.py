@@ -33,6 +33,7 @@ LABELS = {
     "energy": "Leap, energy metric",
     "no_loss": "Leap, no loss coordinate",
     "no_stabilizer": "Leap, no stabilizer",
+    "ff": "feedforward twin (Scratch)",
 }
 
 
@@ -294,6 +295,34 @@ def claims(record: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def representations_section(study: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """The Leap-vs-Scratch representation study: per pair of networks, the top layer's
+    RSA at each time step (mean over held-out tasks), and the networks' accuracies."""
+    layers, steps = study["layers"], study["steps"]
+    top = len(layers) - 1
+    rows = [
+        [pair, *[f"{grid[top][j]:.3f}" for j in range(len(steps))]]
+        for pair, grid in study["maps"].items()
+    ]
+    accuracy = ", ".join(f"{_label(k)} {v:.3f}" for k, v in study["accuracy"].items())
+    budget = record["budget"]
+    return [
+        "## Do Leap's ConvRNN representations differ from Scratch's?",
+        "",
+        "`leap analyze --study leap_vs_scratch` on the comparison's Leap `convrnn_glyph` "
+        f"(training seed {budget['seeds'][0]}): on {min(5, budget['eval_tasks'])} held-out "
+        f"tasks, `convrnn_glyph` from Leap and from Scratch and its feedforward twin from "
+        f"Scratch, read out before and after {budget['inner_steps']} inner steps. Spearman "
+        f"RSA of the top layer (`{layers[top]}`) at each time step, mean over tasks (the "
+        "twin has one step; each step of the ConvRNN is compared with it). Held-out "
+        f"accuracy after the inner loop: {accuracy} (`ff`: the feedforward twin). "
+        "docs/analysis.md describes the tool and its maps.",
+        "",
+        _table(["pair", *[f"step {t}" for t in steps]], rows),
+        "",
+    ]
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -492,9 +521,9 @@ def write_report(record: dict[str, Any], docs: Path) -> Path:
             _table(["finding", "paper (Omniglot)", "ours (glyphs)", "agrees"], table),
             "",
         ]
-    representations = docs / "analysis.md"
-    if representations.is_file():
-        out += [representations.read_text().strip(), ""]
+    study = studies.get("representations")
+    if study:
+        out += representations_section(study, record)
     path = docs / "results.md"
     path.write_text("\n".join(out))
     return path

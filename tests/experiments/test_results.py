@@ -63,7 +63,7 @@ def test_the_suite_runs_end_to_end_at_the_tiny_scale(tmp_path: Path):
     argv = ["results", "--scale", "tiny", "--work-dir", str(tmp_path / "suite")]
     assert main([*argv, "--docs", str(docs)]) == 0
     record = json.loads((docs / "results.json").read_text())
-    assert set(record["studies"]) == set(STUDIES)
+    assert set(record["studies"]) == {*STUDIES, "representations"}
     comparison_runs = record["studies"]["comparison"]["evaluations"]
     assert set(comparison_runs) == set(SCALES["tiny"].models)
     for evaluation in comparison_runs.values():
@@ -80,8 +80,12 @@ def test_the_suite_runs_end_to_end_at_the_tiny_scale(tmp_path: Path):
     multicv = record["studies"]["multicv"]["evaluations"]["conv4"]["summary"]
     assert 0 <= multicv["eval/leap/train_accuracy"] <= 1
     assert record["models"]["conv4"]["parameters"] > 0
+    study = record["studies"]["representations"]
+    assert set(study["accuracy"]) == {"leap", "scratch", "ff"}
+    assert all(-1 <= v <= 1 for row in study["maps"]["leap vs scratch, after"] for v in row)
     report = (docs / "results.md").read_text()
-    for heading in ("## Which initialization", "Figure 3", "Appendix C", "Table 1", "## Beside"):
+    headings = ("## Which", "Figure 3", "Appendix C", "Table 1", "## Beside", "## Do Leap")
+    for heading in headings:
         assert heading in report
     leap_auc = comparison_runs["conv4"]["summary"]["eval/leap/auc"]
     assert f"{leap_auc:.3f}" in report
