@@ -13,9 +13,9 @@ channels and the memory depth (for tiny test models).
   (10 conv layers + readout): median RGC cells in conv4-conv10 with the searched
   hyperparameters of the released model, feedback edges conv8->conv5, conv9->conv6,
   conv10->conv7, conv7->conv6, conv10->conv9 (1x1), 17 steps, image off after 12.
-- `ugrnn_intermediate`: the same depth and widths as the released UGRNN model,
-  UGRNN cells in conv4-conv10, no feedback. (The released model also wraps each
-  cell in a 3x3 convolution with a residual connection; that is left out here.)
+- `ugrnn_intermediate`: the released UGRNN model's depth and widths, UGRNN cells in
+  conv4-conv10, no feedback, and its residual block (3x3 convolution of the cell's
+  output plus the layer's input, then ELU) in conv2-conv10.
 - `convrnn_glyph`: small and fast, for 28x28 glyph tasks trained with SGD 0.1:
   conv1-conv2 feedforward (32, 64 channels), RGC cells in conv3 (7x7) and conv4
   (4x4, 64 channels, memory depth 16), feedback conv4->conv3, BatchNorm, `full`
@@ -82,6 +82,10 @@ class ModelOptions:
     """Internal time steps per `step` call (stateful use)."""
     channels_last: bool = True
     """Keep activations in NHWC memory layout (faster convolutions on CPU and GPU)."""
+    init: str = "released"
+    """Initializers: "released" (those of the released TF models: variance scaling for
+    the layers, each cell its own, see `ConvRNN.init_released`) or "torch" (PyTorch's
+    defaults)."""
 
 
 OPTION_NAMES = tuple(f.name for f in fields(ModelOptions)) + tuple(
@@ -142,6 +146,7 @@ class NamedConfig:
             feedback_kernel=model.feedback_kernel,
             steps_per_frame=model.steps_per_frame,
             channels_last=model.channels_last,
+            init=model.init,
         )
 
     def twin(self) -> NamedConfig:
@@ -249,6 +254,7 @@ RGC_INTERMEDIATE = NamedConfig(
         "tau_activation": "sigmoid",
         "gate_activation": "tanh",
         "feedback_kernel": 1,
+        "init_scale": 0.6393378386273998,
     },
     published_params=15_000_000,
 )
@@ -258,15 +264,15 @@ UGRNN_INTERMEDIATE = NamedConfig(
     graph=_graph(
         [
             LayerSpec("conv1", 64, kernel_size=7, stride=2, pool=2, recurrent=False),
-            LayerSpec("conv2", 64, recurrent=False),
-            LayerSpec("conv3", 64, recurrent=False),
-            LayerSpec("conv4", 128, pool=2),
-            LayerSpec("conv5", 128),
-            LayerSpec("conv6", 256, pool=2),
-            LayerSpec("conv7", 256, pool=2),
-            LayerSpec("conv8", 512),
-            LayerSpec("conv9", 512),
-            LayerSpec("conv10", 512, pool=2),
+            LayerSpec("conv2", 64, recurrent=False, residual=True),
+            LayerSpec("conv3", 64, recurrent=False, residual=True),
+            LayerSpec("conv4", 128, pool=2, residual=True),
+            LayerSpec("conv5", 128, residual=True),
+            LayerSpec("conv6", 256, pool=2, residual=True),
+            LayerSpec("conv7", 256, pool=2, residual=True),
+            LayerSpec("conv8", 512, residual=True),
+            LayerSpec("conv9", 512, residual=True),
+            LayerSpec("conv10", 512, pool=2, residual=True),
         ]
     ),
     defaults={"cell": "ugrnn", "times": 17, "image_off": 12},

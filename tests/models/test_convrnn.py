@@ -227,14 +227,12 @@ def test_full_unrolling_matches_a_hand_unrolled_reference():
     def layer(lay, ff, extra, state):
         return lay(ff, extra, state, True)
 
-    o3 = None
+    o3 = torch.zeros(2, 5, *model.out_sizes[2], dtype=torch.float64)  # not produced yet
     s2 = s3 = None
     expected = []
     for _ in range(3):
-        fb1 = {} if o3 is None else {"c3": o3}
-        fb2 = {} if o3 is None else {"c3": o3}
-        n1, _ = layer(c1, x, fb1, None)
-        n2, s2 = layer(c2, n1, fb2, s2)
+        n1, _ = layer(c1, x, {"c3": o3}, None)
+        n2, s2 = layer(c2, n1, {"c3": o3}, s2)
         n3, s3 = layer(c3, n2, {"c1": n1}, s3)
         o3 = n3
         expected.append(model.head(o3))
