@@ -101,6 +101,9 @@ class NamedConfig:
     graph: GraphSpec
     defaults: Mapping[str, Any]
     published_params: int | None = None
+    """The released model's parameter count: counted from its released graph
+    (rgc_shallow, ugrnn_intermediate; tests/models/test_convrnn.py writes the count out)
+    or the paper's figure (rgc_intermediate, about 15M)."""
     reference_input: tuple[int, int, int] = (3, 224, 224)
     """The input (C, H, W) the configuration is meant for (parameter counts use it)."""
     reference_outputs: int = 1000
@@ -211,6 +214,7 @@ RGC_SHALLOW = NamedConfig(
         ]
     ),
     defaults={"cell": "rgc", "times": 16, "image_off": 12},
+    published_params=23_956_840,
 )
 
 MEDIAN_FEEDBACK = (
@@ -276,6 +280,7 @@ UGRNN_INTERMEDIATE = NamedConfig(
         ]
     ),
     defaults={"cell": "ugrnn", "times": 17, "image_off": 12},
+    published_params=50_617_832,
 )
 
 CONVRNN_GLYPH = NamedConfig(

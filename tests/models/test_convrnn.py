@@ -114,6 +114,42 @@ def test_rgc_intermediate_parameter_count_is_near_the_published_15m():
     assert counts["rgc_intermediate_ff"]["params"] < ours
 
 
+def _conv(k: int, i: int, o: int, bias: bool = True) -> int:
+    return k * k * i * o + (o if bias else 0)
+
+
+def test_released_parameter_counts_written_out_from_the_released_graphs():
+    """The released rgc_shallow and ugrnn_intermediate, counted by hand from their graph
+    files; ours differ only by the documented terms (our cells' biases, our readout)."""
+    layers = [(3, 64, 7), (64, 128, 3), (128, 256, 3), (256, 256, 3), (256, 512, 3)]
+    rgc = sum(_conv(k, i, o) for i, o, k in layers)
+    # per RGC layer: input_to_cell, cell tau, cell gate, out tau, out gate (C x C, 3x3, no
+    # bias in the released _conv) and residual_to_out_gate (Cin x C, 3x3)
+    rgc += sum(5 * 9 * o * o + 9 * i * o for i, o, _ in layers[2:])
+    rgc += _conv(2, 512, 1000)  # the released readout: a 2x2 convolution
+    assert rgc == NAMED["rgc_shallow"].published_params
+    counts = parameter_counts()
+    cell_biases = 5 * (256 + 256 + 512)  # from_h, from_c (2 each) and to_cell
+    linear_head = 512 * 1000 + 1000
+    assert counts["rgc_shallow"]["params"] == rgc - _conv(2, 512, 1000) + linear_head + cell_biases
+
+    spec = [(3, 64, 7, False), (64, 64, 3, False), (64, 64, 3, False)]
+    spec += [(64, 128, 3, True), (128, 128, 3, True), (128, 256, 3, True), (256, 256, 3, True)]
+    spec += [(256, 512, 3, True), (512, 512, 3, True), (512, 512, 3, True)]
+    ugrnn = 0
+    for n, (i, o, k, cell) in enumerate(spec):
+        ugrnn += _conv(k, i, o)
+        if n == 0:
+            continue
+        if cell:  # one conv of [x, h] to [g, c], with bias
+            ugrnn += _conv(3, 2 * o, 2 * o)
+        ugrnn += _conv(3, o, o) + (i * o if i != o else 0)  # residual block, 1x1 projection
+    ugrnn += 512 * 1000 + 1000
+    assert ugrnn == NAMED["ugrnn_intermediate"].published_params
+    extra_biases = 2 * sum(o for _, o, _, cell in spec if cell)  # from_x and from_h biases
+    assert counts["ugrnn_intermediate"]["params"] == ugrnn + extra_biases
+
+
 def test_median_model_layers_and_feedback_edges():
     model = models.build("rgc_intermediate", (3, 224, 224), 1000, **TINY)
     assert list(model.layers) == [f"conv{i}" for i in range(1, 11)]
