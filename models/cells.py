@@ -78,6 +78,9 @@ def activation(name: str) -> Activation:
     return ACTIVATIONS[name]
 
 
+FEEDBACK_ENTRIES = ("default", "input", "cell")
+
+
 @dataclass(frozen=True)
 class CellConfig:
     """Hyperparameters of the recurrent cells (each cell reads the fields it uses)."""
@@ -120,6 +123,13 @@ class CellConfig:
     `rgc`: the residual-to-output-gate convolution W_rh * r in the output gate (the
     released `residual_to_out_gate`); `rgc_median`: r (1x1-projected if its depth
     differs) added to the output drive. False: r is not read."""
+    feedback_entry: str = "default"
+    """Reciprocal gated cells: where the layer's feedback enters: "input" (added to the
+    drive before the layer's activation), "cell" (added to the cell's output drive) or
+    "default" (`rgc`: input, `rgc_median`: cell, as released)."""
+    separable: bool | None = None
+    """Reciprocal gated cells: depthwise-separable (True) or full (False) state-to-gate
+    convolutions (None: the cell's own, `rgc` full, `rgc_median` separable)."""
     init_scale: float = 1.0
     """Scale of the variance-scaling initializer of the cell's convolutions, where the
     released cell uses one (`rgc_median`: 0.639 in the released median model)."""
@@ -132,6 +142,11 @@ class CellConfig:
             raise UserError(f"cell option out_kernel must be >= 0, got {self.out_kernel}")
         if self.cell_depth is not None and self.cell_depth < 1:
             raise UserError(f"cell option cell_depth must be >= 1, got {self.cell_depth}")
+        if self.feedback_entry not in FEEDBACK_ENTRIES:
+            raise UserError(
+                f"cell option feedback_entry must be one of {', '.join(FEEDBACK_ENTRIES)}, "
+                f"got {self.feedback_entry!r}"
+            )
         if self.init_scale <= 0.0:
             raise UserError(f"cell option init_scale must be > 0, got {self.init_scale}")
         for name in ("tau_activation", "gate_activation", "cell_activation", "out_activation"):
@@ -452,7 +467,10 @@ class ReciprocalGatedCell(Cell):
     gate(z) = gate_offset + gate_multiplier * gate_activation(z + gate_bias);
     the defaults give the paper's (1 - sigmoid(.)). The memory c has `cell_depth`
     channels; W_xc (kernel `input_kernel`) maps x into it, as the released code
-    does. r is the layer's input before its convolution (the bypass, resized to x's
+    does. With `out_kernel` > 0, x enters the output as W_xh * x (kernel `out_kernel`);
+    with `separable` the state convolutions are depthwise-separable; with
+    `feedback_entry` "cell" the feedback f is added to the output drive (x + f).
+    r is the layer's input before its convolution (the bypass, resized to x's
     size if the convolution strides) and W_rh (kernel `gate_kernel`, no bias) the
     released `residual_to_out_gate` convolution; with `bypass` False the term is
     absent. Feedback enters with the layer's input. Reads: cell_depth, tau_kernel,
@@ -464,11 +482,21 @@ class ReciprocalGatedCell(Cell):
         depth = config.cell_depth or channels
         self.config = config
         self.state_channels = {"h": channels, "c": depth}
+        separable = bool(config.separable)
+        entry = config.feedback_entry
+        self.feedback_entry = "input" if entry == "default" else entry
         self.from_h = StateConv(
-            channels, [(channels, config.tau_kernel), (depth, config.gate_kernel)]
+            channels,
+            [(channels, config.tau_kernel), (depth, config.gate_kernel)],
+            separable=separable,
         )
-        self.from_c = StateConv(depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)])
+        self.from_c = StateConv(
+            depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)], separable=separable
+        )
         self.to_cell = same_conv(channels, depth, config.input_kernel)
+        self.to_out = (
+            same_conv(channels, channels, config.out_kernel) if config.out_kernel else None
+        )
         self.uses_bypass = config.bypass
         self.from_r = (
             same_conv(in_channels, channels, config.gate_kernel, bias=False)
@@ -492,7 +520,10 @@ class ReciprocalGatedCell(Cell):
             if bypass is None:
                 raise ValueError("the RGC with `bypass` needs the layer's input as `bypass`")
             ch = ch + self.from_r(match_size(bypass, x))
-        h_next = reciprocal_update(h, x, hh, ch, self.config, self._out)
+        drive = self.to_out(x) if self.to_out is not None else x
+        if feedback is not None:
+            drive = drive + feedback
+        h_next = reciprocal_update(h, drive, hh, ch, self.config, self._out)
         c_next = reciprocal_update(c, self.to_cell(x), cc, hc, self.config, self._cell)
         return h_next, {"h": h_next, "c": c_next}
 
@@ -515,7 +546,6 @@ class MedianReciprocalGatedCell(Cell):
     on the separable path, hence tau_bias = gate_bias = 0 there).
     """
 
-    feedback_entry = "cell"
     uses_bypass = True
 
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
@@ -523,11 +553,16 @@ class MedianReciprocalGatedCell(Cell):
         depth = config.cell_depth or channels
         self.config = config
         self.state_channels = {"h": channels, "c": depth}
+        separable = config.separable is None or config.separable
+        entry = config.feedback_entry
+        self.feedback_entry = "cell" if entry == "default" else entry
         self.from_h = StateConv(
-            channels, [(channels, config.tau_kernel), (depth, config.gate_kernel)], separable=True
+            channels,
+            [(channels, config.tau_kernel), (depth, config.gate_kernel)],
+            separable=separable,
         )
         self.from_c = StateConv(
-            depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)], separable=True
+            depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)], separable=separable
         )
         self.to_cell = same_conv(channels, depth, config.input_kernel)
         self.to_out = (

@@ -82,6 +82,9 @@ class ModelOptions:
     """Internal time steps per `step` call (stateful use)."""
     channels_last: bool = True
     """Keep activations in NHWC memory layout (faster convolutions on CPU and GPU)."""
+    feedback_edges: str | None = None
+    """Replace the graph's feedback edges: "a>b,c>d" (source > target), "" for none
+    (None: the graph's own)."""
     init: str = "released"
     """Initializers: "released" (those of the released TF models: variance scaling for
     the layers, each cell its own, see `ConvRNN.init_released`) or "torch" (PyTorch's
@@ -129,10 +132,13 @@ class NamedConfig:
         model, cell = self.options(overrides)
         if model.width <= 0:
             raise UserError(f"width must be > 0, got {model.width}")
+        graph = self.graph
+        if model.feedback_edges is not None:
+            graph = with_feedback(graph, model.feedback_edges)
         if cell.cell_depth is not None:
             cell = replace(cell, cell_depth=max(1, round(cell.cell_depth * model.width)))
         return ConvRNN(
-            self.graph.scaled(model.width),
+            graph.scaled(model.width),
             input_shape,
             num_outputs,
             cell=model.cell,
@@ -181,6 +187,23 @@ class NamedConfig:
 
 
 Builder = Callable[..., nn.Module]
+
+
+def with_feedback(graph: GraphSpec, edges: str) -> GraphSpec:
+    """`graph` with its feedback edges replaced by `edges` ("a>b,c>d"; "" or "none": none)."""
+    parsed: list[tuple[str, str]] = []
+    for item in edges.replace(" ", "").split(","):
+        if item in ("", "none"):
+            continue
+        source, sep, target = item.partition(">")
+        edge = (source, target)
+        if not sep or not source or not target or not graph.is_feedback(edge):
+            raise UserError(
+                f"feedback edge {item!r} must be 'source>target' with the source at or after "
+                "the target; nodes: " + ", ".join(layer.name for layer in graph.layers)
+            )
+        parsed.append(edge)
+    return replace(graph, edges=graph.without_feedback().edges + tuple(parsed))
 
 
 def with_options(config: NamedConfig) -> Callable[[Builder], Builder]:

@@ -345,3 +345,25 @@ def test_unknown_cell_is_a_user_error():
 def test_bad_cell_options_are_user_errors(options, match):
     with pytest.raises(UserError, match=match):
         CellConfig(**options)
+
+
+def test_rgc_searched_options_separable_input_to_output_kernel_and_feedback_into_the_cell():
+    config = CellConfig(
+        cell_depth=DC, separable=True, out_kernel=3, feedback_entry="cell", bypass=False
+    )
+    cell = make("rgc", config)
+    assert cell.feedback_entry == "cell" and cell.from_h.separable
+    x, h, c, fb = rand(B, D, H, W), rand(B, D, H, W), rand(B, DC, H, W), rand(B, D, H, W)
+    out, _ = cell(x, {"h": h, "c": c}, feedback=fb)
+    s_hh, s_ch = separable(h, cell.from_h.part(0)), separable(c, cell.from_c.part(1))
+    drive = same(x, cell.to_out.weight, cell.to_out.bias) + fb
+    torch.testing.assert_close(
+        out, F.elu((1 - torch.sigmoid(s_hh)) * h + (1 - torch.sigmoid(s_ch)) * drive)
+    )
+
+
+def test_median_rgc_can_take_full_convolutions_and_feedback_at_the_input():
+    cell = make("rgc_median", CellConfig(cell_depth=DC, separable=False, feedback_entry="input"))
+    assert cell.feedback_entry == "input" and not cell.from_h.separable
+    with pytest.raises(UserError, match="feedback_entry"):
+        CellConfig(feedback_entry="output")
