@@ -314,7 +314,7 @@ def search(
     remaining = max(0, trials - len(finished))
     metric = f"eval/{base.meta.name}/{space.objective}"
 
-    def objective(trial: optuna.Trial) -> float:
+    def run_trial(trial: optuna.Trial) -> float:
         values = {p.key: p.suggest(trial) for p in space.params}
         cfg = _trial_config(space, overrides, values, study_name, trial.number)
         trial.set_user_attr("run", cfg.name)
@@ -327,7 +327,7 @@ def search(
         value = "failed" if trial.value is None else f"{trial.value:.4g}"
         print(f"[search {study_name}] trial {trial.number}: {metric} = {value}", file=sys.stderr)
 
-    opened.optimize(objective, n_trials=remaining, catch=(UserError,), callbacks=[report])
+    opened.optimize(run_trial, n_trials=remaining, catch=(UserError,), callbacks=[report])
     return SearchResult(study=opened, ran=remaining, metric=metric)
 
 
