@@ -5,7 +5,8 @@
 Measured in one run, interleaved round by round so that drift in the machine's load
 hits every figure alike (each figure is the best round):
 
-- `peak`: GFLOP/s of one large 3x3 convolution (forward), the practical peak;
+- `peak`: GFLOP/s of one large 3x3 convolution, forward and backward (input and
+  weight gradients), the practical peak of a training step;
 - `convrnn_glyph` at 1x28x28, batch 20, 20 classes (the glyph demo's set-up), with
   `conv4` (the Leap paper's Omniglot convnet) beside it: `glyph_over_conv4` is the
   ratio of their SGD step times (target: at most 3);
@@ -13,7 +14,10 @@ hits every figure alike (each figure is the best round):
 
 A step is forward, cross-entropy, backward and an SGD update. Its FLOPs are counted
 with torch.utils.flop_counter (convolutions and matrix products, forward and
-backward); `peak_fraction` = achieved GFLOP/s / peak GFLOP/s. Models and inputs are
+backward), whose convolution-backward formula is replaced by `conv_backward_flops`:
+torch's counts the weight gradient of a grouped convolution without dividing by the
+groups, so a depthwise convolution's weight gradient counted C times too many FLOPs.
+`peak_fraction` = achieved GFLOP/s / peak GFLOP/s. Models and inputs are
 in channels_last layout. On CUDA the models are compiled with torch.compile and the
 batches are larger. The machine's 1-minute load average is recorded at the start and
 the end: on a shared CPU, other processes' load slows a model made of many small
@@ -36,7 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop, conv_flop_count
 
 import models
 
@@ -81,21 +85,78 @@ def timed(fn: Step, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def conv_backward_flops(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    transposed: bool,
+    output_padding: Any,
+    groups: int,
+    output_mask: list[bool],
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """FLOPs of `aten.convolution_backward`: the input gradient and the weight gradient
+    each cost what the forward convolution costs, 2 B H_out W_out C_out (C_in / groups)
+    k_h k_w. (torch's formula counts the weight gradient without the 1 / groups.)"""
+    if transposed:
+        return int(
+            conv_backward_flop(
+                grad_out_shape,
+                x_shape,
+                w_shape,
+                bias,
+                stride,
+                padding,
+                dilation,
+                transposed,
+                output_padding,
+                groups,
+                output_mask,
+                out_shape,
+            )
+        )
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape))
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+FLOP_FORMULAS = {torch.ops.aten.convolution_backward: conv_backward_flops}
+
+
+def count_flops(fn: Callable[[], Any]) -> float:
+    """FLOPs of `fn()` as torch's counter counts them, with grouped convolutions'
+    backward counted right."""
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
 def peak_case(device: torch.device) -> tuple[Step, float, dict[str, Any]]:
-    """A large 3x3 convolution (forward only): the practical peak of the device."""
+    """A large 3x3 convolution, forward and backward (input and weight gradients): the
+    practical peak of a training step on the device."""
     batch, channels, size = (16, 256, 28) if device.type == "cpu" else (128, 512, 28)
     x = torch.randn(batch, channels, size, size, device=device).contiguous(
         memory_format=torch.channels_last
     )
+    x.requires_grad_(True)
     conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device)
     conv = conv.to(memory_format=torch.channels_last)
-    flops = 2.0 * batch * size * size * channels * channels * 9
+    flops = 3 * 2.0 * batch * size * size * channels * channels * 9
 
     def run() -> None:
-        with torch.no_grad():
-            conv(x)
+        conv(x).sum().backward()
 
-    config = {"batch": batch, "channels": channels, "size": size, "kernel": 3}
+    config = {
+        "batch": batch,
+        "channels": channels,
+        "size": size,
+        "kernel": 3,
+        "passes": "forward + backward (input and weight gradients)",
+    }
     return run, flops, config
 
 
@@ -114,10 +175,9 @@ def training_step(model: nn.Module, x: Tensor, y: Tensor, compile_model: bool) -
 
 def step_flops(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """FLOPs of one forward + backward pass (convolutions and matrix products)."""
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), y).backward()
+    flops = count_flops(lambda: F.cross_entropy(model(x), y).backward())
     model.zero_grad(set_to_none=True)
-    return float(counter.get_total_flops())
+    return flops
 
 
 def model_case(
