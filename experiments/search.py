@@ -237,6 +237,7 @@ class SearchResult:
     study: Any
     ran: int
     metric: str
+    space: SearchSpace | None = None
 
 
 def _trial_config(
@@ -328,14 +329,17 @@ def search(
         print(f"[search {study_name}] trial {trial.number}: {metric} = {value}", file=sys.stderr)
 
     opened.optimize(run_trial, n_trials=remaining, catch=(UserError,), callbacks=[report])
-    return SearchResult(study=opened, ran=remaining, metric=metric)
+    return SearchResult(study=opened, ran=remaining, metric=metric, space=space)
 
 
-def best_overrides(study: Any) -> list[str]:
-    """The best trial's values as overrides for `leap train` (empty if none completed)."""
+def best_overrides(study: Any, space: SearchSpace | None = None) -> list[str]:
+    """The best trial's values as overrides for `leap train` (empty if none completed);
+    with `space`, a named choice that sets several keys is written out as those keys."""
     if not any(t.state.name == "COMPLETE" for t in study.trials):
         return []
-    return [f"++{k}={override_value(v)}" for k, v in study.best_trial.params.items()]
+    params = dict(study.best_trial.params)
+    values = space.expand(params) if space is not None else params
+    return [f"++{k}={override_value(v)}" for k, v in values.items()]
 
 
 def print_search(result: SearchResult) -> None:
@@ -352,7 +356,7 @@ def print_search(result: SearchResult) -> None:
         rows.append([str(t.number), t.state.name.lower(), value, values])
     title = f"study {study.study_name}: {len(study.trials)} trials ({result.ran} run now)"
     print_table(title, ["trial", "state", result.metric, "values"], rows)
-    best = best_overrides(study)
+    best = best_overrides(study, result.space)
     if best:
         trial = study.best_trial
         print(f"best: trial {trial.number}, {result.metric} = {trial.value:.4f}; as overrides:")

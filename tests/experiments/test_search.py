@@ -3,6 +3,8 @@ budget, resumed from its SQLite study; and the search-space files."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import optuna
 import pytest
 import torch
@@ -10,7 +12,13 @@ import torch
 import models
 from experiments.cli import main
 from experiments.runs import read_local_runs
-from experiments.search import _trial_config, load_space, override_value, with_objective
+from experiments.search import (
+    _trial_config,
+    best_overrides,
+    load_space,
+    override_value,
+    with_objective,
+)
 from leap_convrnn.errors import UserError
 from models.cells import CELLS, affine_gate
 from models.convrnn import ConvRNN
@@ -167,3 +175,15 @@ def test_the_objective_can_be_chosen():
     with pytest.raises(SystemExit) as exit_info:
         main(["search", "--objective", "precision"])
     assert exit_info.value.code == 2
+
+
+def test_best_overrides_write_a_named_choice_out_as_its_keys():
+    space = load_space("convrnn_cell_hour")
+    best = SimpleNamespace(params={"gating": "always_open", "model.options.bypass": False})
+    study = SimpleNamespace(trials=[SimpleNamespace(state=SimpleNamespace(name="COMPLETE"))])
+    study.best_trial = best
+    assert best_overrides(study, space) == [
+        "++model.options.gate_offset=1.0",
+        "++model.options.gate_multiplier=0.0",
+        "++model.options.bypass=false",
+    ]
