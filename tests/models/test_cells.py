@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leap_convrnn.errors import UserError
-from models.cells import CELLS, CellConfig, InitConv2d, StateConv, build_cell, init_weight
+from models.cells import (
+    ACTIVATIONS,
+    CELLS,
+    CellConfig,
+    InitConv2d,
+    StateConv,
+    build_cell,
+    init_weight,
+)
 from models.registry import reinitialize
 
 B, D, DC, H, W = 2, 3, 2, 5, 4
@@ -367,3 +375,17 @@ def test_median_rgc_can_take_full_convolutions_and_feedback_at_the_input():
     assert cell.feedback_entry == "input" and not cell.from_h.separable
     with pytest.raises(UserError, match="feedback_entry"):
         CellConfig(feedback_entry="output")
+
+
+def test_fast_elu_equals_torch_elu_in_value_and_first_and_second_derivative():
+    x = torch.cat([torch.linspace(-30, 30, 601, dtype=torch.float64), torch.zeros(1).double()])
+    x.requires_grad_(True)
+    ours, theirs = ACTIVATIONS["elu"](x), F.elu(x)
+    torch.testing.assert_close(ours, theirs)
+    (g_ours,) = torch.autograd.grad(ours.sum(), x, create_graph=True)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), x, create_graph=True)
+    torch.testing.assert_close(g_ours, g_theirs)
+    (h_ours,) = torch.autograd.grad(g_ours.sum(), x)
+    (h_theirs,) = torch.autograd.grad(g_theirs.sum(), x)
+    smooth = x.detach() != 0  # at the kink the one-sided second derivatives are 0 and 1
+    torch.testing.assert_close(h_ours[smooth], h_theirs[smooth])
