@@ -571,3 +571,26 @@ def test_recalibrated_recurrent_model_in_eval_mode_matches_train_mode():
                 model.eval()
                 eval_mode = model(x)
         torch.testing.assert_close(eval_mode, train_mode, rtol=1e-3, atol=1e-3, msg=name)
+
+
+def test_named_configs_draw_the_released_initializers_and_reinitialize_keeps_them():
+    """Layer convolutions: variance scaling (scale 1, fan in); median RGC cells: variance
+    scaling with the released scale 0.639; readout: normal, std 0.01; biases 0."""
+    torch.manual_seed(0)
+    model = models.build("rgc_intermediate", (3, 64, 64), 1000, width=0.5)
+    for _ in range(2):
+        conv = model.layers["conv9"].conv.weight.detach()
+        fan_in = conv.shape[1] * 9
+        torch.testing.assert_close(conv.std().item(), (1 / fan_in) ** 0.5, rtol=0.05, atol=0)
+        to_out = model.layers["conv9"].cell.to_out
+        fan_in = to_out.weight.shape[1] * 9
+        std = to_out.weight.detach().std().item()
+        torch.testing.assert_close(std, (0.6393378386273998 / fan_in) ** 0.5, rtol=0.05, atol=0)
+        assert to_out.bias.abs().sum() == 0
+        head = model.head.linear.weight.detach()
+        torch.testing.assert_close(head.std().item(), 0.01, rtol=0.05, atol=0)
+        models.reinitialize(model, seed=1)
+    torch_default = models.build("rgc_intermediate", (3, 64, 64), 1000, width=0.5, init="torch")
+    assert torch_default.head.linear.weight.std().item() > 0.02
+    with pytest.raises(UserError, match="unknown init 'tf'"):
+        models.build("convrnn_glyph", (1, 28, 28), 5, init="tf")
