@@ -9,7 +9,7 @@ hits every figure alike (each figure is the best round):
   weight gradients), the practical peak of a training step;
 - `convrnn_glyph` at 1x28x28, batch 20, 20 classes (the glyph demo's set-up), with
   `conv4` (the Leap paper's Omniglot convnet) beside it: `glyph_over_conv4` is the
-  ratio of their SGD step times (target: at most 3);
+  ratio of their SGD step times (target: at most 1.5);
 - `rgc_intermediate` at 3x64x64 (the median model, 17 steps, biological unrolling).
 
 A step is forward, cross-entropy, backward and an SGD update. Its FLOPs are counted

@@ -22,8 +22,8 @@ channels and the memory depth (for tiny test models).
   unrolling for 3 steps. Its RGC input gates are 2 (1 - s(.)), i.e. 1 at
   initialization, so the image passes undimmed through both cells (with the
   paper's 1 - s(.) it learns about half as fast in the first 100 steps); the
-  self-gates are 1x1. An SGD step (batch 20) costs 2.3x (1 thread) to 2.8x
-  (2 threads) that of conv4 (`python -m benchmarks.convrnn_throughput`).
+  self-gates are 1x1. An SGD step (batch 20, 1 thread) costs about 2.8x that of
+  conv4 on a shared 2-core CPU (`python -m benchmarks.convrnn_throughput --threads 1`).
 - `convrnn_atari`: an encoder for 84x84 Atari frames (Nature-DQN convolutions,
   RGC cells in conv2 and conv3, feedback conv3->conv2, `full` unrolling); its head
   is Linear + ReLU features of size `num_outputs`; use `step` for acting.
