@@ -1,6 +1,7 @@
 """Training-step throughput of the ConvRNNs and the fraction of the machine's peak they reach.
 
     python -m benchmarks.convrnn_throughput [--rounds 3] [--device auto|cpu|cuda] [--threads N]
+    python -m benchmarks.convrnn_throughput --params   # parameter counts, ours and released
 
 Measured in one run, interleaved round by round so that drift in the machine's load
 hits every figure alike (each figure is the best round):
@@ -204,12 +205,34 @@ def model_case(
     return training_step(model, x, y, compile_model), flops, info
 
 
+def print_parameter_counts() -> dict[str, Any]:
+    """Every named ConvRNN's parameter count (at its reference input and output size)
+    beside the released model's, as a table and a JSON line."""
+    from models.convrnn_configs import parameter_counts
+
+    counts = parameter_counts()
+    for name, count in counts.items():
+        released = count["published"]
+        shown = "-" if released is None else f"{released:,d}"
+        print(f"{name:24s} {count['params']:>12,d}  released {shown}")
+    record = {"benchmark": "convrnn_parameter_counts", "models": counts}
+    print(json.dumps(record))
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument(
+        "--params",
+        action="store_true",
+        help="only print every named configuration's parameter count beside the released one",
+    )
     args = parser.parse_args(argv)
+    if args.params:
+        return print_parameter_counts()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     load_before = machine(torch.device("cpu"))["load_average_1min"]
