@@ -594,3 +594,20 @@ def test_named_configs_draw_the_released_initializers_and_reinitialize_keeps_the
     assert torch_default.head.linear.weight.std().item() > 0.02
     with pytest.raises(UserError, match="unknown init 'tf'"):
         models.build("convrnn_glyph", (1, 28, 28), 5, init="tf")
+
+
+@pytest.mark.slow
+def test_compiled_model_equals_eager_in_outputs_and_gradients():
+    """torch.compile (inductor), as the throughput benchmark uses it on CUDA, computes the
+    same logits and gradients as eager mode (float32 tolerances)."""
+    torch.manual_seed(0)
+    model = ConvRNN(small_graph(), SHAPE, 3, cell="rgc", cell_config=CellConfig(cell_depth=3))
+    x = torch.randn(2, *SHAPE)
+    params = list(model.parameters())
+    eager = model(x)
+    eager_grads = torch.autograd.grad(eager.square().sum(), params)
+    compiled = torch.compile(model)(x)
+    compiled_grads = torch.autograd.grad(compiled.square().sum(), params)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    for ours, theirs in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
