@@ -1,19 +1,24 @@
 """Training-step throughput of the ConvRNNs and the fraction of the machine's peak they reach.
 
     python -m benchmarks.convrnn_throughput [--rounds 3] [--device auto|cpu|cuda] [--threads N]
+    python -m benchmarks.convrnn_throughput --params   # parameter counts, ours and released
 
 Measured in one run, interleaved round by round so that drift in the machine's load
 hits every figure alike (each figure is the best round):
 
-- `peak`: GFLOP/s of one large 3x3 convolution (forward), the practical peak;
+- `peak`: GFLOP/s of one large 3x3 convolution, forward and backward (input and
+  weight gradients), the practical peak of a training step;
 - `convrnn_glyph` at 1x28x28, batch 20, 20 classes (the glyph demo's set-up), with
   `conv4` (the Leap paper's Omniglot convnet) beside it: `glyph_over_conv4` is the
-  ratio of their SGD step times (target: at most 3);
+  ratio of their SGD step times (target: at most 1.5);
 - `rgc_intermediate` at 3x64x64 (the median model, 17 steps, biological unrolling).
 
 A step is forward, cross-entropy, backward and an SGD update. Its FLOPs are counted
 with torch.utils.flop_counter (convolutions and matrix products, forward and
-backward); `peak_fraction` = achieved GFLOP/s / peak GFLOP/s. Models and inputs are
+backward), whose convolution-backward formula is replaced by `conv_backward_flops`:
+torch's counts the weight gradient of a grouped convolution without dividing by the
+groups, so a depthwise convolution's weight gradient counted C times too many FLOPs.
+`peak_fraction` = achieved GFLOP/s / peak GFLOP/s. Models and inputs are
 in channels_last layout. On CUDA the models are compiled with torch.compile and the
 batches are larger. The machine's 1-minute load average is recorded at the start and
 the end: on a shared CPU, other processes' load slows a model made of many small
@@ -36,7 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop, conv_flop_count
 
 import models
 
@@ -81,21 +86,78 @@ def timed(fn: Step, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def conv_backward_flops(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    transposed: bool,
+    output_padding: Any,
+    groups: int,
+    output_mask: list[bool],
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """FLOPs of `aten.convolution_backward`: the input gradient and the weight gradient
+    each cost what the forward convolution costs, 2 B H_out W_out C_out (C_in / groups)
+    k_h k_w. (torch's formula counts the weight gradient without the 1 / groups.)"""
+    if transposed:
+        return int(
+            conv_backward_flop(
+                grad_out_shape,
+                x_shape,
+                w_shape,
+                bias,
+                stride,
+                padding,
+                dilation,
+                transposed,
+                output_padding,
+                groups,
+                output_mask,
+                out_shape,
+            )
+        )
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape))
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+FLOP_FORMULAS = {torch.ops.aten.convolution_backward: conv_backward_flops}
+
+
+def count_flops(fn: Callable[[], Any]) -> float:
+    """FLOPs of `fn()` as torch's counter counts them, with grouped convolutions'
+    backward counted right."""
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
 def peak_case(device: torch.device) -> tuple[Step, float, dict[str, Any]]:
-    """A large 3x3 convolution (forward only): the practical peak of the device."""
+    """A large 3x3 convolution, forward and backward (input and weight gradients): the
+    practical peak of a training step on the device."""
     batch, channels, size = (16, 256, 28) if device.type == "cpu" else (128, 512, 28)
     x = torch.randn(batch, channels, size, size, device=device).contiguous(
         memory_format=torch.channels_last
     )
+    x.requires_grad_(True)
     conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device)
     conv = conv.to(memory_format=torch.channels_last)
-    flops = 2.0 * batch * size * size * channels * channels * 9
+    flops = 3 * 2.0 * batch * size * size * channels * channels * 9
 
     def run() -> None:
-        with torch.no_grad():
-            conv(x)
+        conv(x).sum().backward()
 
-    config = {"batch": batch, "channels": channels, "size": size, "kernel": 3}
+    config = {
+        "batch": batch,
+        "channels": channels,
+        "size": size,
+        "kernel": 3,
+        "passes": "forward + backward (input and weight gradients)",
+    }
     return run, flops, config
 
 
@@ -114,10 +176,9 @@ def training_step(model: nn.Module, x: Tensor, y: Tensor, compile_model: bool) -
 
 def step_flops(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """FLOPs of one forward + backward pass (convolutions and matrix products)."""
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), y).backward()
+    flops = count_flops(lambda: F.cross_entropy(model(x), y).backward())
     model.zero_grad(set_to_none=True)
-    return float(counter.get_total_flops())
+    return flops
 
 
 def model_case(
@@ -144,12 +205,34 @@ def model_case(
     return training_step(model, x, y, compile_model), flops, info
 
 
+def print_parameter_counts() -> dict[str, Any]:
+    """Every named ConvRNN's parameter count (at its reference input and output size)
+    beside the released model's, as a table and a JSON line."""
+    from models.convrnn_configs import parameter_counts
+
+    counts = parameter_counts()
+    for name, count in counts.items():
+        released = count["published"]
+        shown = "-" if released is None else f"{released:,d}"
+        print(f"{name:24s} {count['params']:>12,d}  released {shown}")
+    record = {"benchmark": "convrnn_parameter_counts", "models": counts}
+    print(json.dumps(record))
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument(
+        "--params",
+        action="store_true",
+        help="only print every named configuration's parameter count beside the released one",
+    )
     args = parser.parse_args(argv)
+    if args.params:
+        return print_parameter_counts()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     load_before = machine(torch.device("cpu"))["load_average_1min"]

@@ -91,6 +91,7 @@ def _search(args: argparse.Namespace) -> int:
         study=args.study,
         storage=args.storage,
         seed=args.seed,
+        objective=args.objective,
     )
     print_search(result)
     return 0
@@ -146,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Optuna storage: a SQLite file path or a URL (default: search.db)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument(
+        "--objective",
+        default=None,
+        choices=("auc", "accuracy", "loss"),
+        help="held-out figure to optimize (default: the space's; accuracy is maximized)",
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every trial's config")
     text = "the evidence suite: every method, model and study; writes docs/results.md"
     p = sub.add_parser("results", help=text, description=text)

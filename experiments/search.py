@@ -42,6 +42,8 @@ class Param:
 
     key: str
     choices: tuple[Any, ...] = ()
+    bundles: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    """Named choices that each set several keys together: (label, ((key, value), ...))."""
     low: float | None = None
     high: float | None = None
     step: float | None = None
@@ -53,6 +55,8 @@ class Param:
 
     def suggest(self, trial: Any) -> Any:
         """The value `trial` samples for this parameter."""
+        if self.bundles:
+            return trial.suggest_categorical(self.key, [label for label, _ in self.bundles])
         if self.choices:
             return trial.suggest_categorical(self.key, list(self.choices))
         assert self.low is not None and self.high is not None
@@ -66,7 +70,31 @@ class Param:
 
     def default(self) -> Any:
         """A value inside the distribution (to check the space before any trial)."""
+        if self.bundles:
+            return self.bundles[0][0]
         return self.choices[0] if self.choices else self.low
+
+    def points(self) -> list[Any]:
+        """Every choice, or the ends and middle of a range (to check a whole space)."""
+        if self.bundles:
+            return [label for label, _ in self.bundles]
+        if self.choices:
+            return list(self.choices)
+        assert self.low is not None and self.high is not None
+        if self.is_int:
+            step = int(self.step or 1)
+            middle = int(self.low) + (int(self.high) - int(self.low)) // (2 * step) * step
+            return sorted({int(self.low), middle, int(self.high)})
+        return [self.low, (self.low + self.high) / 2, self.high]
+
+    def overrides(self, value: Any) -> dict[str, Any]:
+        """The config keys and values that `value` of this parameter sets."""
+        for label, pairs in self.bundles:
+            if label == value:
+                return dict(pairs)
+        if self.bundles:
+            raise UserError(f"{self.key} has no choice {value!r}")
+        return {self.key: value}
 
 
 @dataclass(frozen=True)
@@ -79,6 +107,16 @@ class SearchSpace:
     objective: str = "auc"
     direction: str = "minimize"
     startup_trials: int = 10
+    multivariate: bool = False
+    """TPE models the parameters jointly (Optuna's multivariate TPE), not one by one."""
+
+    def expand(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The config keys and values of a point of the space (bundles expanded)."""
+        expanded: dict[str, Any] = {}
+        for param in self.params:
+            if param.key in values:
+                expanded.update(param.overrides(values[param.key]))
+        return expanded
 
 
 def _is_number(value: Any) -> bool:
@@ -94,6 +132,15 @@ def _param(key: str, spec: Any, where: str) -> Param:
             f"{where}: {key} has unknown field {unknown[0]!r}; "
             "accepted: choices, low, high, step, log"
         )
+    if isinstance(spec.get("choices"), dict):
+        bundles = []
+        for label, pairs in spec["choices"].items():
+            if not isinstance(pairs, dict) or not pairs:
+                raise UserError(f"{where}: {key} choice {label!r} must map keys to values")
+            bundles.append((str(label), tuple((str(k), v) for k, v in pairs.items())))
+        if not bundles:
+            raise UserError(f"{where}: {key} needs at least one choice")
+        return Param(key, bundles=tuple(bundles))
     if "choices" in spec:
         choices = tuple(spec["choices"] or ())
         if not choices:
@@ -131,7 +178,8 @@ def load_space(name: str) -> SearchSpace:
     where = f"search space {str(path)!r}"
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
         raise UserError(f"{where} needs a non-empty `params:` mapping")
-    unknown = sorted(set(raw) - {"params", "overrides", "objective", "direction", "startup_trials"})
+    fields = {"params", "overrides", "objective", "direction", "startup_trials", "multivariate"}
+    unknown = sorted(set(raw) - fields)
     if unknown:
         raise UserError(f"{where}: unknown field {unknown[0]!r}")
     space = SearchSpace(
@@ -141,6 +189,7 @@ def load_space(name: str) -> SearchSpace:
         objective=str(raw.get("objective", "auc")),
         direction=str(raw.get("direction", "minimize")),
         startup_trials=int(raw.get("startup_trials", 10)),
+        multivariate=bool(raw.get("multivariate", False)),
     )
     if space.objective not in OBJECTIVES:
         raise UserError(
@@ -151,6 +200,15 @@ def load_space(name: str) -> SearchSpace:
             f"{where}: direction {space.direction!r}; accepted: {', '.join(DIRECTIONS)}"
         )
     return space
+
+
+def with_objective(space: SearchSpace, objective: str) -> SearchSpace:
+    """`space` optimizing `objective`: held-out accuracy (maximized), or Leap's transfer
+    objective auc / the loss (minimized)."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"objective {objective!r}; accepted: {', '.join(OBJECTIVES)}")
+    direction = "maximize" if objective == "accuracy" else "minimize"
+    return replace(space, objective=objective, direction=direction)
 
 
 def override_value(value: Any) -> str:
@@ -179,6 +237,7 @@ class SearchResult:
     study: Any
     ran: int
     metric: str
+    space: SearchSpace | None = None
 
 
 def _trial_config(
@@ -188,7 +247,7 @@ def _trial_config(
     from experiments.config import compose
 
     # `++`: set the key whether or not the base config has it (model options often do not).
-    sampled = [f"++{key}={override_value(value)}" for key, value in values.items()]
+    sampled = [f"++{key}={override_value(value)}" for key, value in space.expand(values).items()]
     cfg = compose([*space.overrides, *overrides, *sampled])
     return replace(
         cfg,
@@ -205,12 +264,14 @@ def search(
     study: str | None = None,
     storage: str = "search.db",
     seed: int = 0,
+    objective: str | None = None,
 ) -> SearchResult:
     """Run TPE trials of `space` until the study holds `trials` finished trials.
 
     `overrides` are Hydra overrides applied after the space's own (the base config of
-    every trial). A trial whose config is rejected (a UserError) is recorded as failed
-    and the search goes on.
+    every trial). `objective` (auc, accuracy or loss) replaces the space's; accuracy is
+    maximized, auc and loss minimized. A trial whose config is rejected (a UserError) is
+    recorded as failed and the search goes on.
     """
     require("optuna", "leap search")
     import optuna
@@ -218,6 +279,8 @@ def search(
     from experiments.evaluate import evaluate
     from experiments.runner import train
 
+    if objective is not None:
+        space = with_objective(space, objective)
     study_name = study or space.name
     if not _STUDY_NAME.fullmatch(study_name):
         raise UserError(f"study name {study_name!r} must be letters, digits, '_', '.' or '-'")
@@ -245,12 +308,14 @@ def search(
     finished = [t for t in opened.trials if t.state.is_finished()]
     # A fresh seed per invocation, so a resumed study does not redraw its first trials.
     opened.sampler = optuna.samplers.TPESampler(
-        seed=seed + len(opened.trials), n_startup_trials=space.startup_trials
+        seed=seed + len(opened.trials),
+        n_startup_trials=space.startup_trials,
+        multivariate=space.multivariate,
     )
     remaining = max(0, trials - len(finished))
     metric = f"eval/{base.meta.name}/{space.objective}"
 
-    def objective(trial: optuna.Trial) -> float:
+    def run_trial(trial: optuna.Trial) -> float:
         values = {p.key: p.suggest(trial) for p in space.params}
         cfg = _trial_config(space, overrides, values, study_name, trial.number)
         trial.set_user_attr("run", cfg.name)
@@ -263,15 +328,18 @@ def search(
         value = "failed" if trial.value is None else f"{trial.value:.4g}"
         print(f"[search {study_name}] trial {trial.number}: {metric} = {value}", file=sys.stderr)
 
-    opened.optimize(objective, n_trials=remaining, catch=(UserError,), callbacks=[report])
-    return SearchResult(study=opened, ran=remaining, metric=metric)
+    opened.optimize(run_trial, n_trials=remaining, catch=(UserError,), callbacks=[report])
+    return SearchResult(study=opened, ran=remaining, metric=metric, space=space)
 
 
-def best_overrides(study: Any) -> list[str]:
-    """The best trial's values as overrides for `leap train` (empty if none completed)."""
+def best_overrides(study: Any, space: SearchSpace | None = None) -> list[str]:
+    """The best trial's values as overrides for `leap train` (empty if none completed);
+    with `space`, a named choice that sets several keys is written out as those keys."""
     if not any(t.state.name == "COMPLETE" for t in study.trials):
         return []
-    return [f"++{k}={override_value(v)}" for k, v in study.best_trial.params.items()]
+    params = dict(study.best_trial.params)
+    values = space.expand(params) if space is not None else params
+    return [f"++{k}={override_value(v)}" for k, v in values.items()]
 
 
 def print_search(result: SearchResult) -> None:
@@ -288,7 +356,7 @@ def print_search(result: SearchResult) -> None:
         rows.append([str(t.number), t.state.name.lower(), value, values])
     title = f"study {study.study_name}: {len(study.trials)} trials ({result.ran} run now)"
     print_table(title, ["trial", "state", result.metric, "values"], rows)
-    best = best_overrides(study)
+    best = best_overrides(study, result.space)
     if best:
         trial = study.best_trial
         print(f"best: trial {trial.number}, {result.metric} = {trial.value:.4f}; as overrides:")

@@ -56,8 +56,18 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
+def elu(x: Tensor) -> Tensor:
+    """ELU (alpha 1) as r + (exp(x - r) - 1), r = relu(x) (so x - r = min(x, 0)): F.elu's
+    values and gradients to rounding (absolute error below one unit of 1.0's precision),
+    about 3.5x faster forward + backward on CPU, where ATen's ELU calls a scalar expm1 per
+    element while relu and exp are vectorized; built of autograd ops, so it
+    differentiates twice."""
+    r = F.relu(x)
+    return r + (torch.exp(x - r) - 1.0)
+
+
 ACTIVATIONS: dict[str, Activation] = {
-    "elu": F.elu,
+    "elu": elu,
     "relu": F.relu,
     "gelu": F.gelu,
     "tanh": torch.tanh,
@@ -76,6 +86,9 @@ def activation(name: str) -> Activation:
     if name not in ACTIVATIONS:
         raise UserError(f"unknown activation {name!r}; accepted: {', '.join(sorted(ACTIVATIONS))}")
     return ACTIVATIONS[name]
+
+
+FEEDBACK_ENTRIES = ("default", "input", "cell")
 
 
 @dataclass(frozen=True)
@@ -110,12 +123,26 @@ class CellConfig:
     """Activation of the RGC output update, of the vanilla RNN and of the UGRNN /
     IntersectionRNN candidates."""
     forget_bias: float = 1.0
-    """ConvLSTM: constant added to the forget-gate pre-activation."""
-    decay: float = 0.5
-    """Time-decay cell: initial per-channel decay m in (0, 1)."""
+    """Constant added to the forget-gate pre-activation: LSTM forget gate, GRU reset gate,
+    UGRNN update gate, IntersectionRNN gates (1.0 in the released cells)."""
+    decay: float = 0.0
+    """Time-decay cell: initial value of the layer's unconstrained decay scalar m
+    (the released `memory_decay`, 0)."""
     bypass: bool = True
-    """Median RGC: add the layer's input (1x1-projected if its depth differs) to the output
-    drive."""
+    """What the cell does with the layer's input r (before the layer's convolution).
+    `rgc`: the residual-to-output-gate convolution W_rh * r in the output gate (the
+    released `residual_to_out_gate`); `rgc_median`: r (1x1-projected if its depth
+    differs) added to the output drive. False: r is not read."""
+    feedback_entry: str = "default"
+    """Reciprocal gated cells: where the layer's feedback enters: "input" (added to the
+    drive before the layer's activation), "cell" (added to the cell's output drive) or
+    "default" (`rgc`: input, `rgc_median`: cell, as released)."""
+    separable: bool | None = None
+    """Reciprocal gated cells: depthwise-separable (True) or full (False) state-to-gate
+    convolutions (None: the cell's own, `rgc` full, `rgc_median` separable)."""
+    init_scale: float = 1.0
+    """Scale of the variance-scaling initializer of the cell's convolutions, where the
+    released cell uses one (`rgc_median`: 0.639 in the released median model)."""
 
     def __post_init__(self) -> None:
         for name in ("kernel_size", "input_kernel", "tau_kernel", "gate_kernel"):
@@ -125,13 +152,99 @@ class CellConfig:
             raise UserError(f"cell option out_kernel must be >= 0, got {self.out_kernel}")
         if self.cell_depth is not None and self.cell_depth < 1:
             raise UserError(f"cell option cell_depth must be >= 1, got {self.cell_depth}")
-        if not 0.0 < self.decay < 1.0:
-            raise UserError(f"cell option decay must lie in (0, 1), got {self.decay}")
+        if self.feedback_entry not in FEEDBACK_ENTRIES:
+            raise UserError(
+                f"cell option feedback_entry must be one of {', '.join(FEEDBACK_ENTRIES)}, "
+                f"got {self.feedback_entry!r}"
+            )
+        if self.init_scale <= 0.0:
+            raise UserError(f"cell option init_scale must be > 0, got {self.init_scale}")
         for name in ("tau_activation", "gate_activation", "cell_activation", "out_activation"):
             activation(getattr(self, name))
 
 
-class SameConv2d(nn.Conv2d):
+Scheme = tuple[str, float]
+"""An initializer: ("variance_scaling", scale) (truncated normal, fan in, as TF's
+`variance_scaling_initializer`), ("glorot", 1.0) (Glorot uniform, TF's default "xavier"),
+("normal", stddev) or ("torch", 0.0) (PyTorch's default)."""
+
+TORCH_INIT: Scheme = ("torch", 0.0)
+GLOROT: Scheme = ("glorot", 1.0)
+
+
+def tf_fans(weight: Tensor, groups: int = 1) -> tuple[int, int]:
+    """Fan in and fan out as TF computes them from its kernel shape [k, k, in, out]
+    (a depthwise kernel [k, k, C, 1] has fan in k*k*C, fan out k*k)."""
+    receptive = weight[0, 0].numel() if weight.dim() > 2 else 1
+    fan_in = weight.shape[1] * groups * receptive
+    fan_out = weight.shape[0] // groups * receptive
+    return fan_in, fan_out
+
+
+def init_weight(weight: Tensor, scheme: Scheme, groups: int = 1) -> None:
+    """Draw `weight` from `scheme` (in place, without recording gradients)."""
+    kind, scale = scheme
+    fan_in, fan_out = tf_fans(weight, groups)
+    with torch.no_grad():
+        if kind == "variance_scaling":
+            # TF: truncated normal at 2 std, std corrected for the truncation
+            std = math.sqrt(scale / fan_in) / 0.87962566103423978
+            nn.init.trunc_normal_(weight, 0.0, std, -2.0 * std, 2.0 * std)
+        elif kind == "glorot":
+            limit = math.sqrt(6.0 * scale / (fan_in + fan_out))
+            nn.init.uniform_(weight, -limit, limit)
+        elif kind == "normal":
+            nn.init.normal_(weight, 0.0, scale)
+        else:
+            raise UserError(
+                f"unknown initializer {kind!r}; accepted: variance_scaling, glorot, normal, torch"
+            )
+
+
+class InitConv2d(nn.Conv2d):
+    """nn.Conv2d whose `reset_parameters` draws from `scheme` (None: PyTorch's default),
+    biases `bias_value`; so `models.reinitialize` redraws from the same initializer."""
+
+    scheme: Scheme | None = None
+    bias_value: float | Tensor = 0.0
+
+    def set_init(self, scheme: Scheme, bias_value: float | Tensor = 0.0) -> None:
+        """Use `scheme` from now on and redraw the parameters with it; biases
+        `bias_value` (a number, or one value per output channel)."""
+        self.scheme = None if scheme[0] == "torch" else scheme
+        self.bias_value = bias_value
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.scheme is None:
+            super().reset_parameters()
+            return
+        init_weight(self.weight, self.scheme, self.groups)
+        if self.bias is not None:
+            with torch.no_grad():
+                self.bias.copy_(torch.as_tensor(self.bias_value).expand_as(self.bias))
+
+
+class InitLinear(nn.Linear):
+    """nn.Linear whose `reset_parameters` draws from `scheme` (None: PyTorch's default)."""
+
+    scheme: Scheme | None = None
+
+    def set_init(self, scheme: Scheme, bias_value: float = 0.0) -> None:
+        """Use `scheme` from now on and redraw the parameters with it."""
+        self.scheme = None if scheme[0] == "torch" else scheme
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.scheme is None:
+            super().reset_parameters()
+            return
+        init_weight(self.weight, self.scheme)
+        with torch.no_grad():
+            self.bias.zero_()
+
+
+class SameConv2d(InitConv2d):
     """A stride-1 convolution whose output keeps the input's size, padded as TF "SAME":
     (k - 1) // 2 zeros before and the rest after (asymmetric for an even kernel)."""
 
@@ -167,7 +280,7 @@ class SeparableConv(nn.Module):
         self.depthwise = SameConv2d(
             in_channels, in_channels, kernel, bias=False, groups=in_channels
         )
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+        self.pointwise = InitConv2d(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pointwise(self.depthwise(x))
@@ -258,6 +371,17 @@ class Cell(nn.Module):
         self.channels = channels
         self.state_channels: dict[str, int] = {}
 
+    def released_init(self) -> Scheme:
+        """The initializer of the released cell's convolutions (TF's default: Glorot)."""
+        return GLOROT
+
+    def init_released(self) -> None:
+        """Draw every convolution of the cell as the released cell does (biases 0)."""
+        scheme = self.released_init()
+        for module in self.modules():
+            if isinstance(module, InitConv2d):
+                module.set_init(scheme)
+
     def initial_state(
         self,
         batch_size: int,
@@ -305,6 +429,14 @@ def affine_gate(
     return value + offset if offset != 0.0 else value
 
 
+def match_size(r: Tensor, x: Tensor) -> Tensor:
+    """`r` resized bilinearly to the spatial size of `x` (corners aligned, as the released
+    TF code's `resize_images(..., align_corners=True)`)."""
+    if r.shape[-2:] == x.shape[-2:]:
+        return r
+    return F.interpolate(r, size=x.shape[-2:], mode="bilinear", align_corners=True)
+
+
 def reciprocal_update(
     prev: Tensor | None,
     drive: Tensor,
@@ -338,15 +470,21 @@ def reciprocal_update(
 class ReciprocalGatedCell(Cell):
     """Reciprocal gated cell, NeurIPS-2018 form (Nayebi et al. 2018, Eq. 1).
 
-        h' = out_act( tau(W_hh * h) . h + gate(W_ch * c) . x )
+        h' = out_act( tau(W_hh * h) . h + gate(W_ch * c + W_rh * r) . x )
         c' = cell_act( tau(W_cc * c) . c + gate(W_hc * h) . (W_xc * x) )
 
     tau(z) = tau_offset + tau_multiplier * tau_activation(z + tau_bias) and
     gate(z) = gate_offset + gate_multiplier * gate_activation(z + gate_bias);
     the defaults give the paper's (1 - sigmoid(.)). The memory c has `cell_depth`
     channels; W_xc (kernel `input_kernel`) maps x into it, as the released code
-    does. Feedback enters with the layer's input. Reads: cell_depth, tau_kernel,
-    gate_kernel, input_kernel, the offsets, multipliers, biases and activations.
+    does. With `out_kernel` > 0, x enters the output as W_xh * x (kernel `out_kernel`);
+    with `separable` the state convolutions are depthwise-separable; with
+    `feedback_entry` "cell" the feedback f is added to the output drive (x + f).
+    r is the layer's input before its convolution (the bypass, resized to x's
+    size if the convolution strides) and W_rh (kernel `gate_kernel`, no bias) the
+    released `residual_to_out_gate` convolution; with `bypass` False the term is
+    absent. Feedback enters with the layer's input. Reads: cell_depth, tau_kernel,
+    gate_kernel, input_kernel, bypass, the offsets, multipliers, biases and activations.
     """
 
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
@@ -354,11 +492,27 @@ class ReciprocalGatedCell(Cell):
         depth = config.cell_depth or channels
         self.config = config
         self.state_channels = {"h": channels, "c": depth}
+        separable = bool(config.separable)
+        entry = config.feedback_entry
+        self.feedback_entry = "input" if entry == "default" else entry
         self.from_h = StateConv(
-            channels, [(channels, config.tau_kernel), (depth, config.gate_kernel)]
+            channels,
+            [(channels, config.tau_kernel), (depth, config.gate_kernel)],
+            separable=separable,
         )
-        self.from_c = StateConv(depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)])
+        self.from_c = StateConv(
+            depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)], separable=separable
+        )
         self.to_cell = same_conv(channels, depth, config.input_kernel)
+        self.to_out = (
+            same_conv(channels, channels, config.out_kernel) if config.out_kernel else None
+        )
+        self.uses_bypass = config.bypass
+        self.from_r = (
+            same_conv(in_channels, channels, config.gate_kernel, bias=False)
+            if config.bypass
+            else None
+        )
         self._out = activation(config.out_activation)
         self._cell = activation(config.cell_activation)
 
@@ -372,7 +526,14 @@ class ReciprocalGatedCell(Cell):
         h, c = _get(state, "h"), _get(state, "c")
         hh, hc = self.from_h(h)
         cc, ch = self.from_c(c)
-        h_next = reciprocal_update(h, x, hh, ch, self.config, self._out)
+        if self.from_r is not None:
+            if bypass is None:
+                raise ValueError("the RGC with `bypass` needs the layer's input as `bypass`")
+            ch = ch + self.from_r(match_size(bypass, x))
+        drive = self.to_out(x) if self.to_out is not None else x
+        if feedback is not None:
+            drive = drive + feedback
+        h_next = reciprocal_update(h, drive, hh, ch, self.config, self._out)
         c_next = reciprocal_update(c, self.to_cell(x), cc, hc, self.config, self._cell)
         return h_next, {"h": h_next, "c": c_next}
 
@@ -395,7 +556,6 @@ class MedianReciprocalGatedCell(Cell):
     on the separable path, hence tau_bias = gate_bias = 0 there).
     """
 
-    feedback_entry = "cell"
     uses_bypass = True
 
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
@@ -403,11 +563,16 @@ class MedianReciprocalGatedCell(Cell):
         depth = config.cell_depth or channels
         self.config = config
         self.state_channels = {"h": channels, "c": depth}
+        separable = config.separable is None or config.separable
+        entry = config.feedback_entry
+        self.feedback_entry = "cell" if entry == "default" else entry
         self.from_h = StateConv(
-            channels, [(channels, config.tau_kernel), (depth, config.gate_kernel)], separable=True
+            channels,
+            [(channels, config.tau_kernel), (depth, config.gate_kernel)],
+            separable=separable,
         )
         self.from_c = StateConv(
-            depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)], separable=True
+            depth, [(depth, config.tau_kernel), (channels, config.gate_kernel)], separable=separable
         )
         self.to_cell = same_conv(channels, depth, config.input_kernel)
         self.to_out = (
@@ -415,12 +580,17 @@ class MedianReciprocalGatedCell(Cell):
         )
         self.use_bypass = config.bypass
         self.project = (
-            nn.Conv2d(in_channels, channels, 1, bias=False)
+            InitConv2d(in_channels, channels, 1, bias=False)
             if config.bypass and in_channels != channels
             else None
         )
+        self._scale = config.init_scale
         self._out = activation(config.out_activation)
         self._cell = activation(config.cell_activation)
+
+    def released_init(self) -> Scheme:
+        """Variance scaling with the cell's own scale (`init_scale`)."""
+        return ("variance_scaling", self._scale)
 
     def _drive(self, x: Tensor, feedback: Tensor | None, bypass: Tensor | None) -> Tensor:
         """The output drive W_xh * x + P r + f."""
@@ -428,8 +598,7 @@ class MedianReciprocalGatedCell(Cell):
         if self.use_bypass:
             if bypass is None:
                 raise ValueError("the median RGC needs the layer's input as `bypass`")
-            if bypass.shape[-2:] != x.shape[-2:]:
-                bypass = F.interpolate(bypass, size=x.shape[-2:], mode="bilinear")
+            bypass = match_size(bypass, x)
             drive = drive + (self.project(bypass) if self.project is not None else bypass)
         if feedback is not None:
             drive = drive + feedback
@@ -454,21 +623,21 @@ class MedianReciprocalGatedCell(Cell):
 
 @CELLS.register("timedecay")
 class TimeDecayCell(Cell):
-    """Time decay (Nayebi et al. 2018, Sec. 3): h' = m . h + x, m = sigmoid(a) learned per channel.
-
-    Reads: decay (the initial m).
+    """Time decay (Nayebi et al. 2018, Sec. 3): h' = m h + x, with m one unconstrained
+    learned scalar per layer (the released `memory(..., trainable=True)`), initially
+    `decay` (0 as released). Reads: decay.
     """
 
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
         super().__init__(channels, in_channels, config)
         self.initial_decay = config.decay
         self.state_channels = {"h": channels}
-        self.decay_logit = nn.Parameter(torch.empty(channels))
+        self.decay = nn.Parameter(torch.empty(1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            self.decay_logit.fill_(math.log(self.initial_decay / (1.0 - self.initial_decay)))
+            self.decay.fill_(self.initial_decay)
 
     def forward(
         self,
@@ -478,13 +647,14 @@ class TimeDecayCell(Cell):
         bypass: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         h = _get(state, "h")
-        h_next = x if h is None else torch.sigmoid(self.decay_logit).view(1, -1, 1, 1) * h + x
+        h_next = x if h is None else torch.addcmul(x, self.decay, h)
         return h_next, {"h": h_next}
 
 
 @CELLS.register("simplernn")
 class VanillaRNNCell(Cell):
-    """Vanilla convolutional RNN: h' = out_act(x + W_hh * h + b).
+    """Vanilla convolutional RNN, as released (`ConvNormBasicCell` without layer norm):
+    h' = out_act(W_x * x + b_x + W_h * h + b_h).
 
     Reads: kernel_size, out_activation.
     """
@@ -492,6 +662,7 @@ class VanillaRNNCell(Cell):
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
         super().__init__(channels, in_channels, config)
         self.state_channels = {"h": channels}
+        self.from_x = StateConv(channels, [(channels, config.kernel_size)])
         self.from_h = StateConv(channels, [(channels, config.kernel_size)])
         self._out = activation(config.out_activation)
 
@@ -502,28 +673,41 @@ class VanillaRNNCell(Cell):
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
     ) -> tuple[Tensor, State]:
+        (xh,) = self.from_x(x)
         (hh,) = self.from_h(_get(state, "h"))
-        h_next = self._out(x + hh)
+        h_next = self._out(xh + hh)
         return h_next, {"h": h_next}
 
 
 @CELLS.register("gru")
 class ConvGRUCell(Cell):
-    """Convolutional GRU (Ballas et al. 2016):
+    """Convolutional GRU, as released (`ConvGRUCell`):
 
-        z = sigmoid(W_xz * x + W_hz * h + b_z),  r = sigmoid(W_xr * x + W_hr * h + b_r)
-        n = tanh(W_xn * x + W_hn * (r . h) + b_n),  h' = (1 - z) . h + z . n
+        r = sigmoid(W_xr * x + W_hr * h + b_r + forget_bias)
+        u = sigmoid(W_xu * x + W_hu * h + b_u)
+        n = tanh(W_xn * x + W_hn * (r . h) + b_n),  h' = u . h + (1 - u) . n
 
-    Reads: kernel_size.
+    With the released initialization the gate biases b_r, b_u start at 1. Reads:
+    kernel_size, forget_bias.
     """
 
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
         super().__init__(channels, in_channels, config)
         k = config.kernel_size
+        self.forget_bias = config.forget_bias
         self.state_channels = {"h": channels}
         self.from_x = StateConv(channels, [(channels, k)] * 3)
         self.from_h = StateConv(channels, [(channels, k)] * 2)
         self.from_rh = StateConv(channels, [(channels, k)])
+
+    def init_released(self) -> None:
+        """Glorot weights; the gate biases 1 (the released "bias_ones"), the others 0."""
+        super().init_released()
+        conv = self.from_x.convs[0]
+        assert isinstance(conv, InitConv2d)
+        gates = torch.ones(3 * self.channels)
+        gates[2 * self.channels :] = 0.0
+        conv.set_init(GLOROT, gates)
 
     def forward(
         self,
@@ -533,13 +717,13 @@ class ConvGRUCell(Cell):
         bypass: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         h = _get(state, "h")
-        xz, xr, xn = self.from_x(x)
-        hz, hr = self.from_h(h)
-        z = torch.sigmoid(xz + hz)
-        r = torch.sigmoid(xr + hr)
+        xr, xu, xn = self.from_x(x)
+        hr, hu = self.from_h(h)
+        r = torch.sigmoid(xr + hr + self.forget_bias)
+        u = torch.sigmoid(xu + hu)
         (rn,) = self.from_rh(None if h is None else r * h)
         n = torch.tanh(xn + rn)
-        h_next = z * n if h is None else (1 - z) * h + z * n
+        h_next = (1 - u) * n if h is None else u * h + (1 - u) * n
         return h_next, {"h": h_next}
 
 
@@ -581,21 +765,22 @@ class ConvLSTMCell(Cell):
 
 @CELLS.register("ugrnn")
 class UGRNNCell(Cell):
-    """Update-gate RNN (Collins, Sohl-Dickstein & Sussillo 2017), convolutional:
+    """Update-gate RNN (Collins, Sohl-Dickstein & Sussillo 2017), convolutional, as
+    released (`ConvUGRNNCell`):
 
-        g = sigmoid(W_xg * x + W_hg * h + b_g),  n = out_act(W_xn * x + W_hn * h + b_n)
+        g = sigmoid(W_xg * x + W_hg * h + b_g + forget_bias),  n = tanh(W_xn * x + W_hn * h + b_n)
         h' = g . h + (1 - g) . n
 
-    Reads: kernel_size, out_activation.
+    Reads: kernel_size, forget_bias.
     """
 
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
         super().__init__(channels, in_channels, config)
         k = config.kernel_size
+        self.forget_bias = config.forget_bias
         self.state_channels = {"h": channels}
         self.from_x = StateConv(channels, [(channels, k)] * 2)
         self.from_h = StateConv(channels, [(channels, k)] * 2)
-        self._out = activation(config.out_activation)
 
     def forward(
         self,
@@ -606,30 +791,31 @@ class UGRNNCell(Cell):
     ) -> tuple[Tensor, State]:
         h = _get(state, "h")
         (xg, xn), (hg, hn) = self.from_x(x), self.from_h(h)
-        g = torch.sigmoid(xg + hg)
-        n = self._out(xn + hn)
+        g = torch.sigmoid(xg + hg + self.forget_bias)
+        n = torch.tanh(xn + hn)
         h_next = (1 - g) * n if h is None else g * h + (1 - g) * n
         return h_next, {"h": h_next}
 
 
 @CELLS.register("intersectionrnn")
 class IntersectionRNNCell(Cell):
-    """Intersection RNN (Collins et al. 2017), convolutional; output y, state h:
+    """Intersection RNN (Collins et al. 2017), convolutional, as released
+    (`ConvIntersectionRNNCell`); output y, state h, f = forget_bias:
 
-        y_n = out_act(W_xy * x + W_hy * h + b),   h_n = tanh(W_xh * x + W_hh * h + b)
-        g_y = sigmoid(W_xgy * x + W_hgy * h + b), g_h = sigmoid(W_xgh * x + W_hgh * h + b)
-        y = g_y . x + (1 - g_y) . y_n,            h' = g_h . h + (1 - g_h) . h_n
+        y_n = relu(W_xy * x + W_hy * h + b),       h_n = tanh(W_xh * x + W_hh * h + b)
+        g_y = sigmoid(W_xgy * x + W_hgy * h + b + f), g_h = sigmoid(W_xgh * x + W_hgh * h + b + f)
+        y = g_y . x + (1 - g_y) . y_n,             h' = g_h . h + (1 - g_h) . h_n
 
-    Reads: kernel_size, out_activation.
+    Reads: kernel_size, forget_bias.
     """
 
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
         super().__init__(channels, in_channels, config)
         k = config.kernel_size
+        self.forget_bias = config.forget_bias
         self.state_channels = {"h": channels}
         self.from_x = StateConv(channels, [(channels, k)] * 4)
         self.from_h = StateConv(channels, [(channels, k)] * 4)
-        self._out = activation(config.out_activation)
 
     def forward(
         self,
@@ -642,8 +828,9 @@ class IntersectionRNNCell(Cell):
         y_pre, h_pre, gy_pre, gh_pre = (
             a + b for a, b in zip(self.from_x(x), self.from_h(h), strict=True)
         )
-        g_y, g_h = torch.sigmoid(gy_pre), torch.sigmoid(gh_pre)
-        y = g_y * x + (1 - g_y) * self._out(y_pre)
+        g_y = torch.sigmoid(gy_pre + self.forget_bias)
+        g_h = torch.sigmoid(gh_pre + self.forget_bias)
+        y = g_y * x + (1 - g_y) * torch.relu(y_pre)
         h_new = (1 - g_h) * torch.tanh(h_pre)
         if h is not None:
             h_new = h_new + g_h * h

@@ -73,10 +73,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leap_convrnn.errors import UserError
-from models.cells import MONOTONE, Cell, CellConfig, State, activation, build_cell, same_conv
+from models.cells import (
+    MONOTONE,
+    Cell,
+    CellConfig,
+    InitConv2d,
+    InitLinear,
+    Scheme,
+    State,
+    activation,
+    build_cell,
+    match_size,
+    same_conv,
+)
 from models.state import map_state
 
 UNROLLS = ("biological", "full")
+INITS = ("torch", "released")
 HEADS = ("logits", "features")
 NORMS = ("none", "batch", "layer")
 INPUT = "input"
@@ -98,6 +111,11 @@ class LayerSpec:
     """Max-pool window and stride after the cell (1: none; ceil mode, like TF "SAME")."""
     recurrent: bool = True
     """Whether the layer carries the network's cell (False: a feedforward layer)."""
+    residual: bool = False
+    """After the cell, the released residual block: a 3x3 convolution of the cell's
+    output, plus the layer's input (1x1-projected, no bias, when its depth differs;
+    resized when its size does), then the activation (ugrnn_intermediate's
+    post-memory `conv`, `residual_add`, `elu`)."""
 
 
 @dataclass(frozen=True)
@@ -232,10 +250,11 @@ def make_norm(name: str, channels: int, steps: int = 1) -> nn.Module:
 
 
 def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize to `size` (no-op when already there)."""
+    """Bilinear resize to `size` with corners aligned, as the released harbor's
+    `tf.image.resize_images(..., align_corners=True)` (no-op when already there)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
 class Layer(nn.Module):
@@ -256,7 +275,7 @@ class Layer(nn.Module):
         super().__init__()
         self.channels_last = channels_last
         padding = spec.kernel_size // 2 if spec.padding is None else spec.padding
-        self.conv = nn.Conv2d(
+        self.conv = InitConv2d(
             in_channels,
             spec.channels,
             spec.kernel_size,
@@ -265,18 +284,32 @@ class Layer(nn.Module):
             bias=norm == "none",
         )
         self.extra = nn.ModuleDict(
-            {
-                name: same_conv(ch, spec.channels, extra_kernel, bias=False)
-                for name, ch in extra_inputs.items()
-            }
+            {name: same_conv(ch, spec.channels, extra_kernel) for name, ch in extra_inputs.items()}
         )
         self.norm = make_norm(norm, spec.channels, steps)
         self.cell = cell
         self.pool: nn.Module = (
             nn.MaxPool2d(spec.pool, ceil_mode=True) if spec.pool > 1 else nn.Identity()
         )
+        self.block = same_conv(spec.channels, spec.channels, 3) if spec.residual else None
+        self.shortcut = (
+            InitConv2d(in_channels, spec.channels, 1, bias=False)
+            if spec.residual and in_channels != spec.channels
+            else None
+        )
         self._act = activation(activation_name)
-        self._pool_first = activation_name in MONOTONE and spec.pool > 1
+        self._pool_first = activation_name in MONOTONE and spec.pool > 1 and not spec.residual
+
+    def init_released(self, cell_too: bool = True) -> None:
+        """The released initializers: variance scaling (scale 1) for the layer's
+        convolution, its input projections and its residual block, biases 0; the cell's
+        own initializer for the cell."""
+        scheme: Scheme = ("variance_scaling", 1.0)
+        for module in (self.conv, *self.extra.values(), self.block, self.shortcut):
+            if isinstance(module, InitConv2d):
+                module.set_init(scheme)
+        if cell_too:
+            self.cell.init_released()
 
     def convolve(self, ff: Tensor) -> Tensor:
         """The layer's convolution of its main input (NHWC in memory if channels_last)."""
@@ -317,6 +350,11 @@ class Layer(nn.Module):
         z = self._act(z)
         if recurrent:
             z, state = self.cell(z, state, feedback=feedback, bypass=ff)
+        if self.block is not None:
+            shortcut = match_size(ff, z)
+            if self.shortcut is not None:
+                shortcut = self.shortcut(shortcut)
+            z = self._act(self.block(z) + shortcut)
         return self.pool(z), state
 
 
@@ -329,7 +367,7 @@ class Head(nn.Module):
             raise UserError(f"unknown head {kind!r}; accepted: {', '.join(HEADS)}")
         self.kind = kind
         fan_in = channels if kind == "logits" else channels * size[0] * size[1]
-        self.linear = nn.Linear(fan_in, num_outputs)
+        self.linear = InitLinear(fan_in, num_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "logits":
@@ -410,8 +448,11 @@ class ConvRNN(nn.Module):
         feedback_kernel: int = 1,
         steps_per_frame: int = 1,
         channels_last: bool = True,
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise UserError(f"unknown init {init!r}; accepted: {', '.join(INITS)}")
         if unroll not in UNROLLS:
             raise UserError(f"unknown unroll mode {unroll!r}; accepted: {', '.join(UNROLLS)}")
         if times < 1 or steps_per_frame < 1 or feedback_kernel < 1:
@@ -440,6 +481,9 @@ class ConvRNN(nn.Module):
         self._build_layers(cell, cell_config, norm, activation_name, feedback_kernel)
         last = self.graph.layers[-1]
         self.head = Head(head, last.channels, self.out_sizes[-1], num_outputs)
+        self.init = init
+        if init == "released":
+            self.init_released()
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -481,6 +525,16 @@ class ConvRNN(nn.Module):
                 self.times,
             )
 
+    def init_released(self) -> None:
+        """Draw every parameter as the released models do (Nayebi et al. 2018 code): layer
+        convolutions variance scaling (scale 1, fan in, truncated normal), each cell its
+        own initializer (Glorot, or variance scaling with `init_scale` for the median
+        RGC), the readout normal with std 0.01, biases 0. `models.reinitialize` redraws
+        from the same initializers."""
+        for layer in self.layer_list():
+            layer.init_released()
+        self.head.linear.set_init(("normal", 0.01))
+
     def layer_list(self) -> list[Layer]:
         """The layers in feedforward order."""
         return [layer for layer in self.layers.values() if isinstance(layer, Layer)]
@@ -514,6 +568,14 @@ class ConvRNN(nn.Module):
         blank = torch.full_like(x, self.gray)
         return (lambda t: x if t < image_off else blank), self.times
 
+    def _or_zeros(
+        self, output: Tensor | None, index: int, frame: Tensor, scratch: _Scratch
+    ) -> Tensor:
+        """Layer `index`'s output, or zeros of its shape before it has produced one."""
+        if output is not None:
+            return output
+        return scratch.zeros_like(frame, self.graph.layers[index].channels, self.out_sizes[index])
+
     def _tick(
         self,
         frame: Tensor,
@@ -534,9 +596,12 @@ class ConvRNN(nn.Module):
                 ff = scratch.zeros_like(
                     frame, self.graph.layers[plan.main].channels, self.in_sizes[i]
                 )
-            extra = {n: now[j] for n, j in plan.feedforward if now[j] is not None}
+            # a source not produced yet is zeros (its projection is then the bias)
+            extra = {n: self._or_zeros(now[j], j, frame, scratch) for n, j in plan.feedforward}
             if self.recurrent:
-                extra.update({n: outputs[j] for n, j in plan.feedback if outputs[j] is not None})
+                extra.update(
+                    {n: self._or_zeros(outputs[j], j, frame, scratch) for n, j in plan.feedback}
+                )
             static = not extra and not (self.recurrent and layer.has_cell)
             memo = scratch.static[i]
             if static and memo is not None and memo[0] is ff:

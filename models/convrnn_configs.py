@@ -13,17 +13,17 @@ channels and the memory depth (for tiny test models).
   (10 conv layers + readout): median RGC cells in conv4-conv10 with the searched
   hyperparameters of the released model, feedback edges conv8->conv5, conv9->conv6,
   conv10->conv7, conv7->conv6, conv10->conv9 (1x1), 17 steps, image off after 12.
-- `ugrnn_intermediate`: the same depth and widths as the released UGRNN model,
-  UGRNN cells in conv4-conv10, no feedback. (The released model also wraps each
-  cell in a 3x3 convolution with a residual connection; that is left out here.)
+- `ugrnn_intermediate`: the released UGRNN model's depth and widths, UGRNN cells in
+  conv4-conv10, no feedback, and its residual block (3x3 convolution of the cell's
+  output plus the layer's input, then ELU) in conv2-conv10.
 - `convrnn_glyph`: small and fast, for 28x28 glyph tasks trained with SGD 0.1:
   conv1-conv2 feedforward (32, 64 channels), RGC cells in conv3 (7x7) and conv4
   (4x4, 64 channels, memory depth 16), feedback conv4->conv3, BatchNorm, `full`
   unrolling for 3 steps. Its RGC input gates are 2 (1 - s(.)), i.e. 1 at
   initialization, so the image passes undimmed through both cells (with the
   paper's 1 - s(.) it learns about half as fast in the first 100 steps); the
-  self-gates are 1x1. An SGD step (batch 20) costs 2.3x (1 thread) to 2.8x
-  (2 threads) that of conv4 (`python -m benchmarks.convrnn_throughput`).
+  self-gates are 1x1. An SGD step (batch 20, 1 thread) costs about 2.8x that of
+  conv4 on a shared 2-core CPU (`python -m benchmarks.convrnn_throughput --threads 1`).
 - `convrnn_atari`: an encoder for 84x84 Atari frames (Nature-DQN convolutions,
   RGC cells in conv2 and conv3, feedback conv3->conv2, `full` unrolling); its head
   is Linear + ReLU features of size `num_outputs`; use `step` for acting.
@@ -82,6 +82,13 @@ class ModelOptions:
     """Internal time steps per `step` call (stateful use)."""
     channels_last: bool = True
     """Keep activations in NHWC memory layout (faster convolutions on CPU and GPU)."""
+    feedback_edges: str | None = None
+    """Replace the graph's feedback edges: "a>b,c>d" (source > target), "" for none
+    (None: the graph's own)."""
+    init: str = "released"
+    """Initializers: "released" (those of the released TF models: variance scaling for
+    the layers, each cell its own, see `ConvRNN.init_released`) or "torch" (PyTorch's
+    defaults)."""
 
 
 OPTION_NAMES = tuple(f.name for f in fields(ModelOptions)) + tuple(
@@ -97,6 +104,9 @@ class NamedConfig:
     graph: GraphSpec
     defaults: Mapping[str, Any]
     published_params: int | None = None
+    """The released model's parameter count: counted from its released graph
+    (rgc_shallow, ugrnn_intermediate; tests/models/test_convrnn.py writes the count out)
+    or the paper's figure (rgc_intermediate, about 15M)."""
     reference_input: tuple[int, int, int] = (3, 224, 224)
     """The input (C, H, W) the configuration is meant for (parameter counts use it)."""
     reference_outputs: int = 1000
@@ -122,10 +132,13 @@ class NamedConfig:
         model, cell = self.options(overrides)
         if model.width <= 0:
             raise UserError(f"width must be > 0, got {model.width}")
+        graph = self.graph
+        if model.feedback_edges is not None:
+            graph = with_feedback(graph, model.feedback_edges)
         if cell.cell_depth is not None:
             cell = replace(cell, cell_depth=max(1, round(cell.cell_depth * model.width)))
         return ConvRNN(
-            self.graph.scaled(model.width),
+            graph.scaled(model.width),
             input_shape,
             num_outputs,
             cell=model.cell,
@@ -142,6 +155,7 @@ class NamedConfig:
             feedback_kernel=model.feedback_kernel,
             steps_per_frame=model.steps_per_frame,
             channels_last=model.channels_last,
+            init=model.init,
         )
 
     def twin(self) -> NamedConfig:
@@ -175,6 +189,23 @@ class NamedConfig:
 Builder = Callable[..., nn.Module]
 
 
+def with_feedback(graph: GraphSpec, edges: str) -> GraphSpec:
+    """`graph` with its feedback edges replaced by `edges` ("a>b,c>d"; "" or "none": none)."""
+    parsed: list[tuple[str, str]] = []
+    for item in edges.replace(" ", "").split(","):
+        if item in ("", "none"):
+            continue
+        source, sep, target = item.partition(">")
+        edge = (source, target)
+        if not sep or not source or not target or not graph.is_feedback(edge):
+            raise UserError(
+                f"feedback edge {item!r} must be 'source>target' with the source at or after "
+                "the target; nodes: " + ", ".join(layer.name for layer in graph.layers)
+            )
+        parsed.append(edge)
+    return replace(graph, edges=graph.without_feedback().edges + tuple(parsed))
+
+
 def with_options(config: NamedConfig) -> Callable[[Builder], Builder]:
     """Give a `(input_shape, num_outputs, **options)` builder the signature of `config`,
     so that `models.build` checks option names against it and reports them."""
@@ -206,6 +237,7 @@ RGC_SHALLOW = NamedConfig(
         ]
     ),
     defaults={"cell": "rgc", "times": 16, "image_off": 12},
+    published_params=23_956_840,
 )
 
 MEDIAN_FEEDBACK = (
@@ -249,6 +281,7 @@ RGC_INTERMEDIATE = NamedConfig(
         "tau_activation": "sigmoid",
         "gate_activation": "tanh",
         "feedback_kernel": 1,
+        "init_scale": 0.6393378386273998,
     },
     published_params=15_000_000,
 )
@@ -258,18 +291,19 @@ UGRNN_INTERMEDIATE = NamedConfig(
     graph=_graph(
         [
             LayerSpec("conv1", 64, kernel_size=7, stride=2, pool=2, recurrent=False),
-            LayerSpec("conv2", 64, recurrent=False),
-            LayerSpec("conv3", 64, recurrent=False),
-            LayerSpec("conv4", 128, pool=2),
-            LayerSpec("conv5", 128),
-            LayerSpec("conv6", 256, pool=2),
-            LayerSpec("conv7", 256, pool=2),
-            LayerSpec("conv8", 512),
-            LayerSpec("conv9", 512),
-            LayerSpec("conv10", 512, pool=2),
+            LayerSpec("conv2", 64, recurrent=False, residual=True),
+            LayerSpec("conv3", 64, recurrent=False, residual=True),
+            LayerSpec("conv4", 128, pool=2, residual=True),
+            LayerSpec("conv5", 128, residual=True),
+            LayerSpec("conv6", 256, pool=2, residual=True),
+            LayerSpec("conv7", 256, pool=2, residual=True),
+            LayerSpec("conv8", 512, residual=True),
+            LayerSpec("conv9", 512, residual=True),
+            LayerSpec("conv10", 512, pool=2, residual=True),
         ]
     ),
     defaults={"cell": "ugrnn", "times": 17, "image_off": 12},
+    published_params=50_617_832,
 )
 
 CONVRNN_GLYPH = NamedConfig(

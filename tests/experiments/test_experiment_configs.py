@@ -26,6 +26,15 @@ EXPERIMENTS: dict[str, list[str]] = {
     "glyphs_leap": [*SMALL_GLYPHS, "model.options.width=8"],
     "glyphs_demo_convrnn": [*SMALL_GLYPHS, "++model.options.width=0.25"],
     "suite_glyphs": [*SMALL_GLYPHS, "model.options.width=8"],
+    # the median ConvRNN at 64x64, 1/16 of its width, 3 steps of the `full` unrolling
+    "rgc_intermediate_leap": [
+        "task.options.glyph_alphabets=2",
+        "task.options.test_examples=20",
+        "++model.options.width=0.0625",
+        "++model.options.unroll=full",
+        "++model.options.times=3",
+        "++model.options.image_off=null",
+    ],
 }
 
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from leap_convrnn.errors import UserError
-from models.cells import CELLS, CellConfig, StateConv, build_cell
+from models.cells import (
+    ACTIVATIONS,
+    CELLS,
+    CellConfig,
+    InitConv2d,
+    StateConv,
+    build_cell,
+    init_weight,
+)
 from models.registry import reinitialize
 
 B, D, DC, H, W = 2, 3, 2, 5, 4
@@ -45,14 +55,18 @@ def rand(*shape: int) -> Tensor:
     return torch.randn(*shape, dtype=torch.float64)
 
 
-def test_rgc_neurips_default_is_the_paper_equation():
-    cell = make("rgc", CellConfig(cell_depth=DC))
-    x, h, c = rand(B, D, H, W), rand(B, D, H, W), rand(B, DC, H, W)
-    out, state = cell(x, {"h": h, "c": c})
+def test_rgc_neurips_default_is_the_released_equation_with_the_residual_to_out_gate():
+    """Out gate sigma(W_ch * c + W_rh * r): r the layer input (4 channels here) through a
+    3x3 convolution without bias (the released `residual_to_out_gate`)."""
+    cell = make("rgc", CellConfig(cell_depth=DC), in_channels=4)
+    x, h, c, r = rand(B, D, H, W), rand(B, D, H, W), rand(B, DC, H, W), rand(B, 4, H, W)
+    out, state = cell(x, {"h": h, "c": c}, bypass=r)
     w_hh, w_hc = full(h, cell.from_h.part(0)), full(h, cell.from_h.part(1))
     w_cc, w_ch = full(c, cell.from_c.part(0)), full(c, cell.from_c.part(1))
     w_xc = same(x, cell.to_cell.weight, cell.to_cell.bias)
-    h_ref = F.elu((1 - torch.sigmoid(w_hh)) * h + (1 - torch.sigmoid(w_ch)) * x)
+    assert cell.from_r.weight.shape == (D, 4, 3, 3) and cell.from_r.bias is None
+    w_rh = same(r, cell.from_r.weight)
+    h_ref = F.elu((1 - torch.sigmoid(w_hh)) * h + (1 - torch.sigmoid(w_ch + w_rh)) * x)
     c_ref = F.elu((1 - torch.sigmoid(w_cc)) * c + (1 - torch.sigmoid(w_hc)) * w_xc)
     torch.testing.assert_close(out, h_ref)
     torch.testing.assert_close(state["h"], h_ref)
@@ -75,7 +89,8 @@ def test_rgc_offsets_multipliers_activations_and_distinct_kernels():
         cell_activation="relu",
         out_activation="tanh",
     )
-    cell = make("rgc", config)
+    cell = make("rgc", replace(config, bypass=False))
+    assert cell.from_r is None
     assert len(cell.from_h.convs) == 2  # a 1x1 and a 3x3 convolution
     x, h, c = rand(B, D, H, W), rand(B, D, H, W), rand(B, DC, H, W)
     out, state = cell(x, {"h": h, "c": c})
@@ -142,38 +157,51 @@ def test_rgc_median_identity_bypass_and_no_output_conv():
     torch.testing.assert_close(out, h_ref)
 
 
-def test_time_decay():
+def test_rgc_residual_to_out_gate_reads_a_strided_layer_input_resized_with_corners_aligned():
+    cell = make("rgc", CellConfig(cell_depth=DC, gate_kernel=1), in_channels=D)
+    x, r = rand(B, D, H, W), rand(B, D, 2 * H, 2 * W)
+    out, _ = cell(x, None, bypass=r)
+    r_small = F.interpolate(r, size=(H, W), mode="bilinear", align_corners=True)
+    ch = cell.from_c(None)[1] + same(r_small, cell.from_r.weight)
+    torch.testing.assert_close(out, F.elu((1 - torch.sigmoid(ch)) * x))
+
+
+def test_time_decay_is_one_unconstrained_scalar_initialized_at_zero():
     cell = make("timedecay", CellConfig())
+    assert cell.decay.shape == (1,)
     x, h = rand(B, D, H, W), rand(B, D, H, W)
     out, state = cell(x, {"h": h})
-    m = torch.sigmoid(cell.decay_logit).view(1, D, 1, 1)
-    torch.testing.assert_close(out, m * h + x)
+    torch.testing.assert_close(out, cell.decay * h + x)
     torch.testing.assert_close(state["h"], out)
+    fresh = build_cell("timedecay", D, D, CellConfig())
+    assert fresh.decay.item() == 0.0
 
 
 def test_time_decay_initial_value_survives_reinitialize():
-    cell = build_cell("timedecay", D, D, CellConfig(decay=0.8))
+    cell = build_cell("timedecay", D, D, CellConfig(decay=1.3))
     with torch.no_grad():
-        cell.decay_logit.zero_()
+        cell.decay.zero_()
     reinitialize(cell, seed=3)
-    torch.testing.assert_close(torch.sigmoid(cell.decay_logit), torch.full((D,), 0.8))
+    torch.testing.assert_close(cell.decay, torch.full((1,), 1.3))
 
 
-def test_vanilla_rnn():
-    cell = make("simplernn", CellConfig(out_activation="tanh"))
+def test_vanilla_rnn_has_its_input_convolution():
+    cell = make("simplernn", CellConfig())
     x, h = rand(B, D, H, W), rand(B, D, H, W)
     out, _ = cell(x, {"h": h})
-    torch.testing.assert_close(out, torch.tanh(x + full(h, cell.from_h.part(0))))
+    torch.testing.assert_close(
+        out, F.elu(full(x, cell.from_x.part(0)) + full(h, cell.from_h.part(0)))
+    )
 
 
-def test_conv_gru():
-    cell = make("gru", CellConfig(kernel_size=3))
+def test_conv_gru_reset_gate_has_the_forget_bias():
+    cell = make("gru", CellConfig(kernel_size=3, forget_bias=1.5))
     x, h = rand(B, D, H, W), rand(B, D, H, W)
     out, _ = cell(x, {"h": h})
-    z = torch.sigmoid(full(x, cell.from_x.part(0)) + full(h, cell.from_h.part(0)))
-    r = torch.sigmoid(full(x, cell.from_x.part(1)) + full(h, cell.from_h.part(1)))
+    r = torch.sigmoid(full(x, cell.from_x.part(0)) + full(h, cell.from_h.part(0)) + 1.5)
+    u = torch.sigmoid(full(x, cell.from_x.part(1)) + full(h, cell.from_h.part(1)))
     n = torch.tanh(full(x, cell.from_x.part(2)) + full(r * h, cell.from_rh.part(0)))
-    torch.testing.assert_close(out, (1 - z) * h + z * n)
+    torch.testing.assert_close(out, u * h + (1 - u) * n)
 
 
 def test_conv_lstm():
@@ -186,23 +214,74 @@ def test_conv_lstm():
     torch.testing.assert_close(out, torch.sigmoid(o) * torch.tanh(c_ref))
 
 
-def test_ugrnn():
-    cell = make("ugrnn", CellConfig(out_activation="tanh"))
+def test_ugrnn_is_tanh_with_forget_bias_one():
+    cell = make("ugrnn", CellConfig(out_activation="relu"))  # out_activation is not read
     x, h = rand(B, D, H, W), rand(B, D, H, W)
     out, _ = cell(x, {"h": h})
-    g = torch.sigmoid(full(x, cell.from_x.part(0)) + full(h, cell.from_h.part(0)))
+    g = torch.sigmoid(full(x, cell.from_x.part(0)) + full(h, cell.from_h.part(0)) + 1.0)
     n = torch.tanh(full(x, cell.from_x.part(1)) + full(h, cell.from_h.part(1)))
     torch.testing.assert_close(out, g * h + (1 - g) * n)
 
 
-def test_intersection_rnn():
-    cell = make("intersectionrnn", CellConfig(out_activation="relu"))
+def test_intersection_rnn_has_relu_output_and_forget_bias_one():
+    cell = make("intersectionrnn", CellConfig(out_activation="tanh"))  # not read
     x, h = rand(B, D, H, W), rand(B, D, H, W)
     y, state = cell(x, {"h": h})
     pre = [full(x, cell.from_x.part(k)) + full(h, cell.from_h.part(k)) for k in range(4)]
-    g_y, g_h = torch.sigmoid(pre[2]), torch.sigmoid(pre[3])
+    g_y, g_h = torch.sigmoid(pre[2] + 1.0), torch.sigmoid(pre[3] + 1.0)
     torch.testing.assert_close(y, g_y * x + (1 - g_y) * torch.relu(pre[0]))
     torch.testing.assert_close(state["h"], g_h * h + (1 - g_h) * torch.tanh(pre[1]))
+
+
+def test_variance_scaling_is_tf_truncated_normal_with_fan_in():
+    """TF's variance_scaling_initializer(scale, fan_in, truncated normal): std
+    sqrt(scale / fan_in) / 0.8796 before truncation at 2 std; after it, sqrt(scale / fan_in)."""
+    conv = InitConv2d(64, 128, 3)
+    torch.manual_seed(0)
+    conv.set_init(("variance_scaling", 0.64))
+    w = conv.weight.detach()
+    fan_in = 64 * 9
+    torch.testing.assert_close(w.std().item(), (0.64 / fan_in) ** 0.5, rtol=0.02, atol=0)
+    limit = 2 * (0.64 / fan_in) ** 0.5 / 0.87962566103423978
+    assert w.abs().max().item() <= limit
+    torch.testing.assert_close(conv.bias.detach(), torch.zeros(128))
+    depthwise = torch.empty(32, 1, 7, 7)
+    init_weight(depthwise, ("variance_scaling", 1.0), groups=32)  # TF fan in 7*7*32
+    torch.testing.assert_close(depthwise.std().item(), (1 / (49 * 32)) ** 0.5, rtol=0.05, atol=0)
+
+
+def test_glorot_uniform_limits_and_reinitialize_keeps_the_scheme():
+    conv = InitConv2d(16, 8, 3)
+    conv.set_init(("glorot", 1.0))
+    limit = (6 / (16 * 9 + 8 * 9)) ** 0.5
+    w = conv.weight.detach()
+    assert w.abs().max().item() <= limit and w.abs().max().item() > 0.9 * limit
+    reinitialize(conv, seed=1)
+    assert conv.weight.abs().max().item() <= limit
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "scale"),
+    [
+        ("rgc_median", CellConfig(init_scale=0.5), ("variance_scaling", 0.5)),
+        ("rgc", CellConfig(), ("glorot", 1.0)),
+    ],
+)
+def test_cells_use_their_released_initializer(name, config, scale):
+    cell = build_cell(name, 8, 8, config)
+    cell.init_released()
+    convs = [m for m in cell.modules() if isinstance(m, InitConv2d)]
+    assert convs and all(m.scheme == scale for m in convs)
+    assert all(m.bias is None or m.bias.abs().sum() == 0 for m in convs)
+
+
+def test_gru_released_gate_biases_are_one():
+    cell = build_cell("gru", 4, 4, CellConfig())
+    cell.init_released()
+    bias = cell.from_x.convs[0].bias.detach()
+    torch.testing.assert_close(bias, torch.tensor([1.0] * 8 + [0.0] * 4))
+    reinitialize(cell, seed=2)
+    torch.testing.assert_close(cell.from_x.convs[0].bias.detach(), bias)
 
 
 def test_identity_cell_has_no_state():
@@ -267,10 +346,46 @@ def test_unknown_cell_is_a_user_error():
     [
         ({"tau_kernel": 0}, "tau_kernel"),
         ({"cell_depth": 0}, "cell_depth"),
-        ({"decay": 1.0}, "decay"),
+        ({"init_scale": 0.0}, "init_scale"),
         ({"gate_activation": "swishy"}, "unknown activation 'swishy'"),
     ],
 )
 def test_bad_cell_options_are_user_errors(options, match):
     with pytest.raises(UserError, match=match):
         CellConfig(**options)
+
+
+def test_rgc_searched_options_separable_input_to_output_kernel_and_feedback_into_the_cell():
+    config = CellConfig(
+        cell_depth=DC, separable=True, out_kernel=3, feedback_entry="cell", bypass=False
+    )
+    cell = make("rgc", config)
+    assert cell.feedback_entry == "cell" and cell.from_h.separable
+    x, h, c, fb = rand(B, D, H, W), rand(B, D, H, W), rand(B, DC, H, W), rand(B, D, H, W)
+    out, _ = cell(x, {"h": h, "c": c}, feedback=fb)
+    s_hh, s_ch = separable(h, cell.from_h.part(0)), separable(c, cell.from_c.part(1))
+    drive = same(x, cell.to_out.weight, cell.to_out.bias) + fb
+    torch.testing.assert_close(
+        out, F.elu((1 - torch.sigmoid(s_hh)) * h + (1 - torch.sigmoid(s_ch)) * drive)
+    )
+
+
+def test_median_rgc_can_take_full_convolutions_and_feedback_at_the_input():
+    cell = make("rgc_median", CellConfig(cell_depth=DC, separable=False, feedback_entry="input"))
+    assert cell.feedback_entry == "input" and not cell.from_h.separable
+    with pytest.raises(UserError, match="feedback_entry"):
+        CellConfig(feedback_entry="output")
+
+
+def test_fast_elu_equals_torch_elu_in_value_and_first_and_second_derivative():
+    x = torch.cat([torch.linspace(-30, 30, 601, dtype=torch.float64), torch.zeros(1).double()])
+    x.requires_grad_(True)
+    ours, theirs = ACTIVATIONS["elu"](x), F.elu(x)
+    torch.testing.assert_close(ours, theirs)
+    (g_ours,) = torch.autograd.grad(ours.sum(), x, create_graph=True)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), x, create_graph=True)
+    torch.testing.assert_close(g_ours, g_theirs)
+    (h_ours,) = torch.autograd.grad(g_ours.sum(), x)
+    (h_theirs,) = torch.autograd.grad(g_theirs.sum(), x)
+    smooth = x.detach() != 0  # at the kink the one-sided second derivatives are 0 and 1
+    torch.testing.assert_close(h_ours[smooth], h_theirs[smooth])

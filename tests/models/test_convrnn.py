@@ -114,6 +114,42 @@ def test_rgc_intermediate_parameter_count_is_near_the_published_15m():
     assert counts["rgc_intermediate_ff"]["params"] < ours
 
 
+def _conv(k: int, i: int, o: int, bias: bool = True) -> int:
+    return k * k * i * o + (o if bias else 0)
+
+
+def test_released_parameter_counts_written_out_from_the_released_graphs():
+    """The released rgc_shallow and ugrnn_intermediate, counted by hand from their graph
+    files; ours differ only by the documented terms (our cells' biases, our readout)."""
+    layers = [(3, 64, 7), (64, 128, 3), (128, 256, 3), (256, 256, 3), (256, 512, 3)]
+    rgc = sum(_conv(k, i, o) for i, o, k in layers)
+    # per RGC layer: input_to_cell, cell tau, cell gate, out tau, out gate (C x C, 3x3, no
+    # bias in the released _conv) and residual_to_out_gate (Cin x C, 3x3)
+    rgc += sum(5 * 9 * o * o + 9 * i * o for i, o, _ in layers[2:])
+    rgc += _conv(2, 512, 1000)  # the released readout: a 2x2 convolution
+    assert rgc == NAMED["rgc_shallow"].published_params
+    counts = parameter_counts()
+    cell_biases = 5 * (256 + 256 + 512)  # from_h, from_c (2 each) and to_cell
+    linear_head = 512 * 1000 + 1000
+    assert counts["rgc_shallow"]["params"] == rgc - _conv(2, 512, 1000) + linear_head + cell_biases
+
+    spec = [(3, 64, 7, False), (64, 64, 3, False), (64, 64, 3, False)]
+    spec += [(64, 128, 3, True), (128, 128, 3, True), (128, 256, 3, True), (256, 256, 3, True)]
+    spec += [(256, 512, 3, True), (512, 512, 3, True), (512, 512, 3, True)]
+    ugrnn = 0
+    for n, (i, o, k, cell) in enumerate(spec):
+        ugrnn += _conv(k, i, o)
+        if n == 0:
+            continue
+        if cell:  # one conv of [x, h] to [g, c], with bias
+            ugrnn += _conv(3, 2 * o, 2 * o)
+        ugrnn += _conv(3, o, o) + (i * o if i != o else 0)  # residual block, 1x1 projection
+    ugrnn += 512 * 1000 + 1000
+    assert ugrnn == NAMED["ugrnn_intermediate"].published_params
+    extra_biases = 2 * sum(o for _, o, _, cell in spec if cell)  # from_x and from_h biases
+    assert counts["ugrnn_intermediate"]["params"] == ugrnn + extra_biases
+
+
 def test_median_model_layers_and_feedback_edges():
     model = models.build("rgc_intermediate", (3, 224, 224), 1000, **TINY)
     assert list(model.layers) == [f"conv{i}" for i in range(1, 11)]
@@ -227,14 +263,12 @@ def test_full_unrolling_matches_a_hand_unrolled_reference():
     def layer(lay, ff, extra, state):
         return lay(ff, extra, state, True)
 
-    o3 = None
+    o3 = torch.zeros(2, 5, *model.out_sizes[2], dtype=torch.float64)  # not produced yet
     s2 = s3 = None
     expected = []
     for _ in range(3):
-        fb1 = {} if o3 is None else {"c3": o3}
-        fb2 = {} if o3 is None else {"c3": o3}
-        n1, _ = layer(c1, x, fb1, None)
-        n2, s2 = layer(c2, n1, fb2, s2)
+        n1, _ = layer(c1, x, {"c3": o3}, None)
+        n2, s2 = layer(c2, n1, {"c3": o3}, s2)
         n3, s3 = layer(c3, n2, {"c1": n1}, s3)
         o3 = n3
         expected.append(model.head(o3))
@@ -537,3 +571,43 @@ def test_recalibrated_recurrent_model_in_eval_mode_matches_train_mode():
                 model.eval()
                 eval_mode = model(x)
         torch.testing.assert_close(eval_mode, train_mode, rtol=1e-3, atol=1e-3, msg=name)
+
+
+def test_named_configs_draw_the_released_initializers_and_reinitialize_keeps_them():
+    """Layer convolutions: variance scaling (scale 1, fan in); median RGC cells: variance
+    scaling with the released scale 0.639; readout: normal, std 0.01; biases 0."""
+    torch.manual_seed(0)
+    model = models.build("rgc_intermediate", (3, 64, 64), 1000, width=0.5)
+    for _ in range(2):
+        conv = model.layers["conv9"].conv.weight.detach()
+        fan_in = conv.shape[1] * 9
+        torch.testing.assert_close(conv.std().item(), (1 / fan_in) ** 0.5, rtol=0.05, atol=0)
+        to_out = model.layers["conv9"].cell.to_out
+        fan_in = to_out.weight.shape[1] * 9
+        std = to_out.weight.detach().std().item()
+        torch.testing.assert_close(std, (0.6393378386273998 / fan_in) ** 0.5, rtol=0.05, atol=0)
+        assert to_out.bias.abs().sum() == 0
+        head = model.head.linear.weight.detach()
+        torch.testing.assert_close(head.std().item(), 0.01, rtol=0.05, atol=0)
+        models.reinitialize(model, seed=1)
+    torch_default = models.build("rgc_intermediate", (3, 64, 64), 1000, width=0.5, init="torch")
+    assert torch_default.head.linear.weight.std().item() > 0.02
+    with pytest.raises(UserError, match="unknown init 'tf'"):
+        models.build("convrnn_glyph", (1, 28, 28), 5, init="tf")
+
+
+@pytest.mark.slow
+def test_compiled_model_equals_eager_in_outputs_and_gradients():
+    """torch.compile (inductor), as the throughput benchmark uses it on CUDA, computes the
+    same logits and gradients as eager mode (float32 tolerances)."""
+    torch.manual_seed(0)
+    model = ConvRNN(small_graph(), SHAPE, 3, cell="rgc", cell_config=CellConfig(cell_depth=3))
+    x = torch.randn(2, *SHAPE)
+    params = list(model.parameters())
+    eager = model(x)
+    eager_grads = torch.autograd.grad(eager.square().sum(), params)
+    compiled = torch.compile(model)(x)
+    compiled_grads = torch.autograd.grad(compiled.square().sum(), params)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    for ours, theirs in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
