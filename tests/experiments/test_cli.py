@@ -100,7 +100,7 @@ def test_compare_reads_the_runs_back(trained, capsys):
     capsys.readouterr()
     assert main(["compare", "--dir", str(trained), "--markdown"]) == 0
     out = capsys.readouterr().out
-    assert "| glyphs_demo | meta-train | leap | conv4 | glyphs | meta/objective |" in out
+    assert "| glyphs_demo | meta-train | leap | conv4 | glyphs | - | - | meta/objective |" in out
     assert "eval/scratch/auc" in out
 
 
