@@ -152,6 +152,9 @@ class Config:
     #: Meta-train on this many processes (meta-batch split across ranks, gloo on CPU,
     #: NCCL on GPU); under torchrun the world size comes from torchrun instead.
     distributed: int = 1
+    #: Per-method settings of an experiment: method name -> `meta.*` values used when
+    #: that method is chosen (`methods: {fomaml: {meta_lr: 0.01}}`); see `method_settings`.
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 SEED_LIMIT = 2**32
@@ -281,11 +284,32 @@ def validate(cfg: Config) -> None:
     _positive(cfg.checkpoint_every, "checkpoint_every")
     _positive(cfg.keep_checkpoints, "keep_checkpoints")
     _positive(cfg.distributed, "distributed")
+    _check_methods_blocks(cfg.methods)
     if cfg.distributed > m.meta_batch_size:
         raise UserError(
             f"distributed={cfg.distributed} ranks need meta.meta_batch_size >= "
             f"{cfg.distributed} (one task per rank at least), got {m.meta_batch_size}"
         )
+
+
+def _check_methods_blocks(methods: dict[str, dict[str, Any]]) -> None:
+    """Every `methods.NAME` block names a method and sets `meta.*` keys only."""
+    import dataclasses
+    import difflib
+
+    import meta
+
+    fields = [f.name for f in dataclasses.fields(MetaConfig) if f.name != "name"]
+    for name, block in methods.items():
+        meta.META_LEARNERS.get(name)
+        for key in block:
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise UserError(
+                    f"methods.{name}.{key} is not a meta setting{hint}; accepted: "
+                    f"{', '.join(fields)}"
+                )
 
 
 def to_config(node: DictConfig) -> Config:
@@ -370,6 +394,90 @@ def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*axes)]
 
 
+def _override_keys(overrides: Sequence[str]) -> list[str]:
+    """The keys the command line sets (`++meta.meta_lr=1` -> `meta.meta_lr`)."""
+    return [o.partition("=")[0].lstrip("+~") for o in overrides if "=" in o]
+
+
+def _experiment_file(overrides: Sequence[str]) -> Path | None:
+    chosen = [
+        o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") == "experiment"
+    ]
+    if not chosen or chosen[-1] in ("null", ""):
+        return None
+    path = CONF_DIR / "experiment" / f"{chosen[-1]}.yaml"
+    return path if path.is_file() else None
+
+
+def _experiment_spec(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """An experiment file's method (the one its defaults choose, the root config's leap
+    if none), `meta:` block and `methods:` blocks, including those of the experiments it
+    extends (`defaults: [other_experiment, _self_]`)."""
+    loaded = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(loaded, dict)
+    method = "leap"
+    block: dict[str, Any] = {}
+    methods: dict[str, dict[str, Any]] = {}
+    for entry in loaded.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            parent = path.parent / f"{entry}.yaml"
+            if parent.is_file():
+                method, block, methods = _experiment_spec(parent)
+        elif isinstance(entry, dict):
+            for key, value in entry.items():
+                if key.split()[-1].strip("/") == "meta":
+                    method = str(value)
+    block = {**block, **(loaded.get("meta") or {})}
+    for name, values in (loaded.get("methods") or {}).items():
+        methods[name] = {**methods.get(name, {}), **(values or {})}
+    return method, block, methods
+
+
+def method_settings(method: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """The `meta.*` values that travel with `method`, whatever the experiment.
+
+    The rule: the keys a method's file `conf/meta/NAME.yaml` sets (its meta-optimizer,
+    learning rates, inner optimizer, options) are the method's own. An experiment's
+    `meta:` block is written for the method its defaults choose, and sets the budget
+    (meta_steps, inner_steps, batch sizes, inner_lr ...) for every method; it sets a
+    method-owned key only for its own method. Another method keeps its file's values,
+    unless the experiment's `methods.NAME:` block sets them (it may set any `meta.*`
+    key, and wins over the `meta:` block). The command line wins over all of these.
+    """
+    file = CONF_DIR / "meta" / f"{method}.yaml"
+    owned: dict[str, Any] = {}
+    if file.is_file():
+        loaded = OmegaConf.to_container(OmegaConf.load(file))
+        assert isinstance(loaded, dict)
+        owned = {str(k): v for k, v in loaded.items() if k != "name"}
+    owned.setdefault("options", {})
+    path = _experiment_file(overrides)
+    if path is not None:
+        own, block, methods = _experiment_spec(path)
+        if own == method:
+            owned.update({k: v for k, v in block.items() if k in owned})
+        owned.update(methods.get(method) or {})
+    return owned
+
+
+def _apply_method_settings(node: DictConfig, overrides: Sequence[str]) -> None:
+    """Give `node.meta` its method's own settings (`method_settings`), keeping what the
+    command line sets."""
+    cli = _override_keys(overrides)
+    settings = method_settings(str(node.meta.name), overrides)
+    options = dict(settings.pop("options") or {})
+    for key in cli:
+        if key.startswith("meta.options."):
+            name = key.split(".")[2]
+            if name in node.meta.options:
+                options[name] = node.meta.options[name]
+    if "meta.options" not in cli:
+        node.meta.options = options
+    for key, value in settings.items():
+        if f"meta.{key}" not in cli and key in node.meta:
+            node.meta[key] = value
+
+
 def compose(overrides: Sequence[str]) -> Any:
     """Compose, type-check and validate the config for `overrides`; UserError on a bad value."""
     from hydra import compose as hydra_compose
@@ -384,6 +492,7 @@ def compose(overrides: Sequence[str]) -> Any:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="leap"):
             node = hydra_compose(config_name="config", overrides=list(overrides))
+        _apply_method_settings(node, overrides)
         cfg = to_config(node)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]

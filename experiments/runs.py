@@ -256,7 +256,8 @@ def read_api_runs(project: str, group: str | None = None, api: Any = None) -> li
 #: Config keys that do not change what a run measures: where it writes, how it logs,
 #: how it is executed and resumed, and the code's commit. Every other key is a setting:
 #: runs that differ in one are never pooled. `seed` is what the runs of a row vary.
-#: `eval.init` is shown in its own column (each evaluate run names its own file).
+#: `eval.init` is shown in its own column (each evaluate run names its own file);
+#: `methods` holds an experiment's per-method blocks, already applied to `meta.*`.
 NOT_SETTINGS = (
     "seed",
     "name",
@@ -273,6 +274,7 @@ NOT_SETTINGS = (
     "git_dirty",
     "input_artifact",
     "eval.init",
+    "methods",
 )
 
 
