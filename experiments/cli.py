@@ -44,6 +44,16 @@ def _run_jobs(job: Callable[[Any], Any], overrides: Sequence[str], multirun: boo
     return 0
 
 
+def _print_config(overrides: Sequence[str]) -> int:
+    """`--cfg job`: the composed config as YAML, every key with its value."""
+    from omegaconf import OmegaConf
+
+    from experiments.config import compose
+
+    print(OmegaConf.to_yaml(OmegaConf.structured(compose(overrides))), end="")
+    return 0
+
+
 def _train(cfg: Any) -> None:
     from experiments.runner import train
 
@@ -93,20 +103,57 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def config_help() -> str:
+    """The config groups and their choices, the experiments, and how to see every key."""
+    from experiments.config import GROUPS, group_options
+
+    lines = ["config groups (choose with GROUP=CHOICE):"]
+    for group in GROUPS:
+        lines.append(f"  {group}: {', '.join(group_options(group))}")
+    lines += [
+        "experiments (experiment=NAME) set a task, model, method and budget together;",
+        "  a method swapped in (meta=NAME) keeps its own optimizer and learning rates.",
+        "every key and its default: `leap train --cfg job [OVERRIDES]` (the composed",
+        "  config; --cfg job experiment=glyphs_demo shows an experiment's values)",
+        "override any key: KEY=VALUE (meta.inner_steps=50, model.options.width=32);",
+        "  sweep with -m and comma lists (leap train -m meta=leap,reptile seed=0,1)",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser(with_choices: bool = False) -> argparse.ArgumentParser:
+    """The `leap` parser; `with_choices` adds the config groups and their choices to
+    each subcommand's help (it imports the registries, so only for --help)."""
     parser = argparse.ArgumentParser(
         prog="leap",
         description="Meta-learn ConvRNN initializations with Leap; evaluate and compare them.",
     )
+    epilog = config_help() if with_choices else None
+    formatter = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("train", "meta-train a method; writes <out_dir>/<run>/init.pt and a W&B run"),
         ("evaluate", "transfer evaluation of an initialization on held-out tasks"),
     ):
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(
+            name, help=text, description=text, epilog=epilog, formatter_class=formatter
+        )
         p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma lists")
+        p.add_argument(
+            "--cfg",
+            choices=["job"],
+            default=None,
+            help="print the composed config (every key with its value) and exit",
+        )
         p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. meta.inner_steps=50")
-    p = sub.add_parser("compare", help="runs side by side: mean and 95%% CI over seeds")
+    p = sub.add_parser(
+        "compare",
+        help="runs side by side: mean and 95%% CI over seeds",
+        description="runs side by side: mean and 95%% CI over seeds; runs whose settings "
+        "differ in any key but the seed are separate rows",
+        epilog=epilog,
+        formatter_class=formatter,
+    )
     p.add_argument(
         "--dir", default=None, help="read the local runs under DIR/wandb (default: ., when offline)"
     )
@@ -127,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write PNG learning curves with 95%% CI bands to DIR",
     )
     text = "TPE search (Optuna) over a search space, e.g. the ConvRNN cell hyperparameters"
-    p = sub.add_parser("search", help=text, description=text)
+    p = sub.add_parser(
+        "search", help=text, description=text, epilog=epilog, formatter_class=formatter
+    )
     p.add_argument(
         "--space",
         default="convrnn_cell",
@@ -161,8 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from leap_convrnn.errors import LeapWarning, RunStopped, show_warning
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_choices=bool({"-h", "--help"} & set(arguments)))
+    args = parser.parse_args(arguments)
     quiet = os.environ.get("RANK", "0") != "0"
     with contextlib.ExitStack() as stack:
         stack.enter_context(warnings.catch_warnings())
@@ -177,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(message, file=sys.stderr)
 
         try:
+            if args.command in ("train", "evaluate") and args.cfg:
+                return _print_config(args.overrides)
             if args.command == "train":
                 return _run_jobs(_train, args.overrides, args.multirun)
             if args.command == "evaluate":

@@ -161,6 +161,8 @@ SEED_LIMIT = 2**32
 #: Characters W&B refuses in project names.
 _PROJECT_FORBIDDEN = set("/\\#?%:")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+#: Words that look like a yes or a no: `resume` takes true or false for those.
+_NOT_RUN_IDS = {"yes", "no", "y", "n", "on", "off", "0", "1", "none", "null", "latest", "last"}
 
 
 def _positive(value: int | float, key: str) -> None:
@@ -201,9 +203,9 @@ def _text(value: str | None, key: str, *, path_component: bool = False) -> None:
 def resume_target(value: str) -> bool | str:
     """`resume` as False (start afresh), True (latest checkpoint) or a W&B run id."""
     lowered = value.strip().lower()
-    if lowered in ("false", "true"):
+    if lowered in ("false", "true"):  # Hydra passes true / false on as "True" / "False"
         return lowered == "true"
-    if not _RUN_ID.fullmatch(value):
+    if lowered in _NOT_RUN_IDS or not _RUN_ID.fullmatch(value):
         raise UserError(
             f"resume={value!r} is not accepted; accepted: true, false or a W&B run id "
             "(letters, digits, '_' and '-')"
@@ -379,6 +381,139 @@ def _check_group_choices(overrides: Sequence[str]) -> None:
                 raise UserError(f"unknown {key} {choice!r}{hint}; accepted: {', '.join(options)}")
 
 
+def _schema_keys(node: Any = None, prefix: str = "") -> dict[str, Any]:
+    """Every key of the schema (`meta.inner_steps`, ...) -> its type hint."""
+    import dataclasses
+    import typing
+
+    node = node or Config
+    keys: dict[str, Any] = {}
+    for name, hint in typing.get_type_hints(node).items():
+        if name not in {f.name for f in dataclasses.fields(node)}:
+            continue
+        keys[f"{prefix}{name}"] = hint
+        if dataclasses.is_dataclass(hint):
+            keys.update(_schema_keys(hint, f"{prefix}{name}."))
+    return keys
+
+
+def _describe_type(hint: Any) -> str:
+    """`int | None` -> "int or null", `list[int]` -> "list of int (e.g. [0,1])"."""
+    import types
+    import typing
+
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe_type(a) for a in args)
+    if origin is list:
+        return f"list of {_describe_type(args[0])} (e.g. [0,1])"
+    if origin is dict:
+        return "mapping"
+    return {bool: "bool (true or false)"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a parsed override value can be stored under `hint` (as OmegaConf would)."""
+    import types
+    import typing
+
+    if isinstance(value, str) and value.startswith("${"):
+        return True  # an interpolation, resolved later
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, int, float, bool))
+    return True
+
+
+def check_override_keys(overrides: Sequence[str]) -> None:
+    """Reject an override of a key the schema does not have ("did you mean"), and a value
+    of the wrong type (naming the key, the value and the type), before Hydra sees them.
+
+    Keys under a mapping (`model.options.*`, `task.options.*`, `meta.options.*`,
+    `eval.inits.*`, `methods.*`) are free here and checked by `validate`."""
+    import difflib
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    schema = _schema_keys()
+    for text in overrides:
+        key = text.partition("=")[0].lstrip("+~")
+        if key in GROUPS or key.startswith(("hydra.", "hydra/")) or key == "hydra":
+            continue
+        parts = key.split(".")
+        hint = None
+        for depth in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:depth])
+            if prefix in schema:
+                hint = schema[prefix] if depth == len(parts) else None
+                if depth < len(parts) and "dict" not in str(schema[prefix]):
+                    prefix = ""
+                break
+        else:
+            prefix = ""
+        if not prefix:
+            close = difflib.get_close_matches(key, list(schema), n=3)
+            hint_text = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UserError(
+                f"unknown config key {key!r}{hint_text}; see every key and its default "
+                "with `leap train --cfg job`"
+            )
+        if hint is None or "=" not in text or text.startswith("~"):
+            continue
+        try:
+            (parsed,) = OverridesParser.create().parse_overrides([text])
+        except HydraException:
+            continue  # Hydra reports a malformed override itself
+        values: list[Any] = (
+            list(parsed.sweep_iterator()) if parsed.is_sweep_override() else [parsed.value()]
+        )
+        for value in values:
+            if not _fits(value, hint):
+                raise UserError(
+                    f"{key}={text.partition('=')[2]} has the wrong type: {key} takes "
+                    f"{_describe_type(hint)}"
+                )
+
+
+def _under_mapping(key: str) -> bool:
+    """Whether `key` lies inside a free mapping of the schema (`model.options.width`)."""
+    schema = _schema_keys()
+    parts = key.split(".")
+    return any(
+        "dict" in str(schema.get(".".join(parts[:depth]), "")) for depth in range(1, len(parts))
+    )
+
+
+def normalize_overrides(overrides: Sequence[str]) -> list[str]:
+    """`model.options.hidden=5` -> `++model.options.hidden=5`: a key inside a mapping
+    (options, eval.inits, methods) is added or replaced alike, so no `+` is needed."""
+    normalized = []
+    for text in overrides:
+        key, sep, _ = text.partition("=")
+        if sep and not key.startswith(("+", "~")) and _under_mapping(key):
+            text = f"++{text}"
+        normalized.append(text)
+    return normalized
+
+
 def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
     """The cartesian product of the sweep overrides (`seed=0,1 meta=leap,reptile` -> 4 jobs)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -433,7 +568,9 @@ def _experiment_spec(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return method, block, methods
 
 
-def method_settings(method: str, overrides: Sequence[str]) -> dict[str, Any]:
+def method_settings(
+    method: str, overrides: Sequence[str], blocks: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The `meta.*` values that travel with `method`, whatever the experiment.
 
     The rule: the keys a method's file `conf/meta/NAME.yaml` sets (its meta-optimizer,
@@ -443,6 +580,8 @@ def method_settings(method: str, overrides: Sequence[str]) -> dict[str, Any]:
     method-owned key only for its own method. Another method keeps its file's values,
     unless the experiment's `methods.NAME:` block sets them (it may set any `meta.*`
     key, and wins over the `meta:` block). The command line wins over all of these.
+    `blocks`: the composed `methods` (the experiment's and the command line's blocks);
+    None: the experiment file's.
     """
     file = CONF_DIR / "meta" / f"{method}.yaml"
     owned: dict[str, Any] = {}
@@ -456,7 +595,10 @@ def method_settings(method: str, overrides: Sequence[str]) -> dict[str, Any]:
         own, block, methods = _experiment_spec(path)
         if own == method:
             owned.update({k: v for k, v in block.items() if k in owned})
-        owned.update(methods.get(method) or {})
+        if blocks is None:
+            owned.update(methods.get(method) or {})
+    if blocks is not None:
+        owned.update(blocks.get(method) or {})
     return owned
 
 
@@ -464,7 +606,11 @@ def _apply_method_settings(node: DictConfig, overrides: Sequence[str]) -> None:
     """Give `node.meta` its method's own settings (`method_settings`), keeping what the
     command line sets."""
     cli = _override_keys(overrides)
-    settings = method_settings(str(node.meta.name), overrides)
+    blocks = OmegaConf.to_container(node.methods, resolve=True)
+    assert isinstance(blocks, dict)
+    settings = method_settings(
+        str(node.meta.name), overrides, {str(k): v for k, v in blocks.items()}
+    )
     options = dict(settings.pop("options") or {})
     for key in cli:
         if key.startswith("meta.options."):
@@ -487,11 +633,12 @@ def compose(overrides: Sequence[str]) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     _check_group_choices(overrides)
+    check_override_keys(overrides)
     _store_nodes()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="leap"):
-            node = hydra_compose(config_name="config", overrides=list(overrides))
+            node = hydra_compose(config_name="config", overrides=normalize_overrides(overrides))
         _apply_method_settings(node, overrides)
         cfg = to_config(node)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
