@@ -20,28 +20,102 @@ from typing import Any
 from leap_convrnn.errors import UserError
 
 
-def _run_jobs(job: Callable[[Any], Any], overrides: Sequence[str], multirun: bool) -> int:
-    """Run `job` on each config; `train` with distributed=N > 1 (outside torchrun) runs as
-    N local processes. Returns the first non-zero exit code, or 0."""
+def _run_one(job: str, overrides: Sequence[str]) -> int:
+    """Compose, check and run one job (`train` with distributed=N > 1, outside torchrun,
+    runs as N local processes); returns its exit code."""
     from experiments import distributed
-    from experiments.config import compose, expand_sweep
+    from experiments.config import compose
+    from experiments.folders import check_folders
 
-    def run(cfg: Any, job_overrides: Sequence[str]) -> int:
-        if job is _train and cfg.distributed > 1 and not distributed.under_launcher():
-            return distributed.launch(["train", *job_overrides], cfg.distributed)
-        job(cfg)
-        return 0
-
-    if not multirun:
-        return run(compose(overrides), overrides)
-    sweep = expand_sweep(overrides)
-    configs = [compose(o) for o in sweep]  # validate every job before running any
-    for index, (cfg, job_overrides) in enumerate(zip(configs, sweep, strict=True)):
-        print(f"[{index + 1}/{len(configs)}] {' '.join(job_overrides)}", file=sys.stderr)
-        code = run(cfg, job_overrides)
-        if code:
-            return code
+    cfg = compose(overrides)
+    check_folders(cfg)
+    if job == "train" and cfg.distributed > 1 and not distributed.under_launcher():
+        return distributed.launch(["train", *overrides], cfg.distributed)
+    (_train if job == "train" else _evaluate)(cfg)
     return 0
+
+
+def hydra_job(job: str, node: Any) -> int:
+    """The task function Hydra's launcher runs for each job of a sweep (in this process,
+    in joblib workers, or on a SLURM node through submitit): the job's overrides are
+    composed and checked as `leap train` does, then run. Returns the exit code, so that
+    one-line errors stay one line wherever the job runs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from leap_convrnn.errors import RunStopped
+
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    print(f"[job {hydra.job.num}] {' '.join(overrides)}", file=sys.stderr)
+    try:
+        return _run_one(job, overrides)
+    except UserError as error:
+        print(f"leap: error: {error}", file=sys.stderr)
+        return 2
+    except RunStopped as stopped:
+        print(f"leap: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+
+
+def _multirun(job: str, overrides: Sequence[str]) -> int:
+    """`-m`: a sweep through Hydra's launcher (`hydra/launcher=basic` by default, `joblib`
+    for local processes, `submitit_slurm` for a SLURM cluster). Every job is composed and
+    checked first, so a bad value stops the sweep before any job starts."""
+    import functools
+
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from experiments.config import CONF_DIR, compose, expand_sweep, store_nodes
+    from experiments.folders import check_folders
+
+    is_hydra = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    sweep = expand_sweep([o for o in overrides if o not in is_hydra])
+    for cfg in [compose([*job_overrides, *is_hydra]) for job_overrides in sweep]:
+        check_folders(cfg)
+    print(f"sweep: {len(sweep)} job(s)", file=sys.stderr)
+    store_nodes()
+    GlobalHydra.instance().clear()
+    try:
+        from hydra.core.utils import JobReturn, JobStatus
+        from hydra.version import setbase
+
+        setbase("1.3")
+        hydra = Hydra.create_main_hydra2(
+            task_name=f"leap-{job}", config_search_path=create_config_search_path(str(CONF_DIR))
+        )
+        from experiments.config import normalize_overrides
+
+        returns = hydra.multirun(
+            config_name="config",
+            task_function=functools.partial(hydra_job, job),
+            overrides=normalize_overrides(overrides),
+        )
+    except (HydraException, OmegaConfBaseException) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise UserError(f"sweep: {' '.join(lines[:2])}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    codes = []
+    for batch in returns or []:
+        for result in batch if isinstance(batch, list) else [batch]:
+            if isinstance(result, JobReturn):
+                done = result.status == JobStatus.COMPLETED
+                codes.append(int(result.return_value) if done else 1)
+    return next((code for code in codes if code), 0)
+
+
+def _run_jobs(job: Callable[[Any], Any], overrides: Sequence[str], multirun: bool) -> int:
+    """Run `job` (`_train` or `_evaluate`) on the config of `overrides`, or, with
+    `multirun`, on every job of the sweep through Hydra's launcher. Returns the first
+    non-zero exit code, or 0."""
+    name = "train" if job is _train else "evaluate"
+    if multirun:
+        return _multirun(name, overrides)
+    return _run_one(name, overrides)
 
 
 def _print_config(overrides: Sequence[str]) -> int:

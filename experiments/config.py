@@ -354,7 +354,7 @@ def group_options(group: str) -> list[str]:
     return _files(group)
 
 
-def _store_nodes() -> None:
+def store_nodes() -> None:
     """Register the schema and the file-less model choices with Hydra's ConfigStore."""
     from hydra.core.config_store import ConfigStore
 
@@ -634,7 +634,7 @@ def compose(overrides: Sequence[str]) -> Any:
 
     _check_group_choices(overrides)
     check_override_keys(overrides)
-    _store_nodes()
+    store_nodes()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="leap"):

@@ -249,17 +249,10 @@ class Tracker:
             return
         # Absolute: W&B's service process may have been started from another directory.
         directory = Path(config.dir).expanduser().resolve()
-        directory.mkdir(parents=True, exist_ok=True)
-        if mode == "offline" and not _OFFLINE_NOTICE_SHOWN:
-            _OFFLINE_NOTICE_SHOWN = True
-            print(
-                f"W&B: no API key found, logging offline to {Path(config.dir) / 'wandb'} "
-                "(upload with `wandb sync`, browse with `wandb leet`)",
-                file=sys.stderr,
-            )
         try:
             import wandb
 
+            directory.mkdir(parents=True, exist_ok=True)
             self._run = wandb.init(
                 project=config.project,
                 entity=config.entity,
@@ -276,6 +269,32 @@ class Tracker:
             self.run_id = self._run.id
         except Exception as error:
             self._fail("init", error)
+            return
+        written = self.wandb_dir()
+        if written is not None and not written.is_relative_to(directory):
+            warnings.warn(
+                f"W&B writes this run to {str(written)!r}, not under tracker.dir="
+                f"{str(config.dir)!r} (W&B could not use it)",
+                TrackingWarning,
+                stacklevel=2,
+            )
+        if mode == "offline" and not _OFFLINE_NOTICE_SHOWN:
+            _OFFLINE_NOTICE_SHOWN = True
+            where = written.parent if written is not None else directory / "wandb"
+            print(
+                f"W&B: no API key found, logging offline to {where} "
+                "(upload with `wandb sync`, browse with `wandb leet`)",
+                file=sys.stderr,
+            )
+
+    def wandb_dir(self) -> Path | None:
+        """The directory W&B writes this run's files to (None: W&B is off)."""
+        if self._run is None:
+            return None
+        try:
+            return Path(self._run.settings.sync_dir).resolve()
+        except Exception:  # a W&B without the setting: nothing to check
+            return None
 
     def _fail(self, what: str, error: Exception) -> None:
         warnings.warn(

@@ -127,5 +127,5 @@ def test_multirun_runs_every_combination(tmp_path, monkeypatch):
         )
         == 0
     )
-    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name != "sweeps")
     assert runs == [f"glyphs_demo-{m}-conv4-seed{s}" for m in ("leap", "reptile") for s in (0, 1)]
