@@ -1,4 +1,4 @@
-"""The `leap` command: train, evaluate, compare.
+"""The `leap` command: train, evaluate, compare, search, sweep-config.
 
     leap train experiment=glyphs_leap meta.inner_steps=50
     leap train -m meta=leap,reptile seed=0,1
@@ -195,6 +195,27 @@ def config_help() -> str:
     return "\n".join(lines)
 
 
+def _sweep_config(args: argparse.Namespace) -> int:
+    from experiments.search import load_space
+    from experiments.wandb_sweep import sweep_config, to_yaml
+
+    config = sweep_config(
+        load_space(args.space),
+        args.overrides,
+        method=args.method,
+        metric=args.metric,
+        goal=args.goal,
+        project=args.project,
+    )
+    text = to_yaml(config)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}: run `wandb sweep {args.output}`, then `wandb agent SWEEP_ID`")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser(with_choices: bool = False) -> argparse.ArgumentParser:
     """The `leap` parser; `with_choices` adds the config groups and their choices to
     each subcommand's help (it imports the registries, so only for --help)."""
@@ -267,6 +288,22 @@ def build_parser(with_choices: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every trial's config")
+    text = (
+        "a W&B Sweeps YAML from a search space: `wandb sweep` it, and each `wandb agent` "
+        "run is `leap train` with the sampled overrides"
+    )
+    p = sub.add_parser(
+        "sweep-config", help=text, description=text, epilog=epilog, formatter_class=formatter
+    )
+    p.add_argument("--space", default="convrnn_cell", help="a search space (as in leap search)")
+    p.add_argument("--method", default="bayes", help="bayes, random or grid (default: bayes)")
+    p.add_argument(
+        "--metric", default="task/auc", help="the training run's summary metric to optimize"
+    )
+    p.add_argument("--goal", default=None, help="minimize or maximize (default: the space's)")
+    p.add_argument("--project", default=None, help="the W&B project of the sweep")
+    p.add_argument("-o", "--output", default=None, help="write the YAML here (default: stdout)")
+    p.add_argument("overrides", nargs="*", help="fixed Hydra overrides of every run")
     return parser
 
 
@@ -309,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_jobs(_evaluate, args.overrides, args.multirun)
             if args.command == "search":
                 return _search(args)
+            if args.command == "sweep-config":
+                return _sweep_config(args)
             return _compare(args)
         except UserError as error:
             report(f"leap: error: {error}")
