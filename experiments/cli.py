@@ -195,6 +195,16 @@ def config_help() -> str:
     return "\n".join(lines)
 
 
+def _link_artifacts(args: argparse.Namespace) -> int:
+    from experiments.tracking import link_artifacts
+
+    linked = link_artifacts(args.project, args.group)
+    for line in linked:
+        print(f"linked {line}")
+    print(f"{len(linked)} run(s) linked to their input artifact", file=sys.stderr)
+    return 0
+
+
 def _sweep_config(args: argparse.Namespace) -> int:
     from experiments.search import load_space
     from experiments.wandb_sweep import sweep_config, to_yaml
@@ -304,6 +314,13 @@ def build_parser(with_choices: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--project", default=None, help="the W&B project of the sweep")
     p.add_argument("-o", "--output", default=None, help="write the YAML here (default: stdout)")
     p.add_argument("overrides", nargs="*", help="fixed Hydra overrides of every run")
+    text = (
+        "after `wandb sync` of offline runs: declare each evaluate run's initialization "
+        "artifact (recorded offline as input_artifact) through the public API, for lineage"
+    )
+    p = sub.add_parser("link-artifacts", help=text, description=text)
+    p.add_argument("--project", required=True, metavar="ENTITY/PROJECT", help="the W&B project")
+    p.add_argument("--group", default=None, help="only runs of this experiment group")
     return parser
 
 
@@ -348,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _search(args)
             if args.command == "sweep-config":
                 return _sweep_config(args)
+            if args.command == "link-artifacts":
+                return _link_artifacts(args)
             return _compare(args)
         except UserError as error:
             report(f"leap: error: {error}")

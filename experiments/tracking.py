@@ -433,9 +433,12 @@ class Tracker:
         """Declare the artifact `reference` (e.g. `init-NAME:latest`) an input of this run.
 
         Online, W&B records the lineage (the run that logged it -> this run). Offline,
-        W&B cannot resolve artifacts, so the reference is kept in the run's config as
-        `input_artifact` only.
+        W&B refuses `use_artifact`, so the reference is kept in the run's config as
+        `input_artifact` (and its type as `input_artifact_type`); after `wandb sync`,
+        `leap link-artifacts` declares it through the public API (`link_artifacts`).
         """
+        if self.mode != "online":
+            self.config_update({"input_artifact_type": kind})
         self.config_update({"input_artifact": reference})
         if self._run is None or self.mode != "online":
             return
@@ -461,6 +464,35 @@ class Tracker:
                 run.finish(exit_code=exit_code)
             except Exception as error:
                 self._fail("finish", error)
+
+
+def link_artifacts(project: str, group: str | None = None, api: Any = None) -> list[str]:
+    """Declare, through the public API, the input artifact of every synced run of
+    `project` (of `group` only, if given) that recorded one offline (`input_artifact`
+    in its config) and does not use it yet. Returns "run <- artifact" lines."""
+    try:
+        if api is None:
+            import wandb
+
+            api = wandb.Api(timeout=30)
+        linked = []
+        for run in api.runs(project, filters={"group": group} if group else None):
+            reference = (run.config or {}).get("input_artifact")
+            if not reference:
+                continue
+            name = str(reference).split(":")[0].split("/")[-1]
+            if any(a.name.split(":")[0] == name for a in run.used_artifacts()):
+                continue
+            kind = (run.config or {}).get("input_artifact_type")
+            full = reference if str(reference).count("/") else f"{project}/{reference}"
+            run.use_artifact(api.artifact(full, type=kind))
+            linked.append(f"{run.name} <- {full}")
+    except Exception as error:
+        raise UserError(
+            f"cannot link the artifacts of W&B project {project!r} "
+            f"({type(error).__name__}: {error})"
+        ) from None
+    return linked
 
 
 def resolve_initialization(
