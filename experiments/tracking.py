@@ -227,6 +227,7 @@ class Tracker:
                 self._summary = json.loads((run_dir / "summary.json").read_text())
         self._perf = {"steps": 0, "seconds": 0.0, "tasks": 0.0}
         self._run: Any = None
+        self._wandb_files: Path | None = None
         self.mode = "none"
         self.run_id: str | None = None
         if config.name == "wandb":
@@ -270,7 +271,7 @@ class Tracker:
         except Exception as error:
             self._fail("init", error)
             return
-        written = self.wandb_dir()
+        written = self._wandb_files = self.wandb_dir()
         if written is not None and not written.is_relative_to(directory):
             warnings.warn(
                 f"W&B writes this run to {str(written)!r}, not under tracker.dir="
@@ -313,12 +314,21 @@ class Tracker:
     def wandb_run(self) -> Any:
         return self._run
 
+    def _check_wandb_files(self) -> None:
+        """W&B's folder removed or replaced while the run goes on (a cleaned scratch
+        disk, a lost mount): W&B would drop the data without a word, so stop it with
+        the one warning; the local files keep every metric."""
+        files = self._wandb_files
+        if self._run is not None and files is not None and not files.is_dir():
+            self._fail("files", FileNotFoundError(f"{str(files)!r} is no longer a directory"))
+
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Record `metrics` at `step` (meta-step or task index)."""
         self._count_perf(metrics)
         record = {"_step": step, **_jsonable(metrics)}
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
+        self._check_wandb_files()
         if self._run is not None:
             try:
                 # Committed now: a row left open is flushed at finish, after the summary,
@@ -458,6 +468,7 @@ class Tracker:
             if self._perf["seconds"] > 0:
                 system["perf/tasks_per_s"] = self._perf["tasks"] / self._perf["seconds"]
         self.summary(system)
+        self._check_wandb_files()
         if self._run is not None:
             run, self._run = self._run, None
             try:

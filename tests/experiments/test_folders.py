@@ -131,3 +131,31 @@ def test_a_training_checkpoint_as_eval_init_is_named_as_such(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "is a training-state checkpoint" in err and "not an initialization" in err
     assert str(tmp_path / "runs" / RUN / "init.pt") in err
+
+
+def test_a_wandb_folder_removed_during_training_is_one_warning_and_training_goes_on(
+    tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    import experiments.tracking as tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("LEAP_DATA_ROOT", str(tmp_path / "data"))
+    log = tracking.Tracker.log
+
+    def removing(self: Tracker, metrics: dict, step: int) -> None:
+        if step == 1 and self.wandb_run is not None:
+            files = Path(self.wandb_run.settings.sync_dir)
+            shutil.rmtree(files)
+            files.write_text("a file where W&B's folder was")
+        log(self, metrics, step)
+
+    monkeypatch.setattr(tracking.Tracker, "log", removing)
+    assert main(["train", *TRAIN, "meta.meta_steps=4"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("W&B files failed") == 1 and "is no longer a directory" in err
+    metrics = (tmp_path / "runs" / RUN / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 4
+    assert (tmp_path / "runs" / RUN / "init.pt").is_file()
