@@ -643,8 +643,15 @@ def compose(overrides: Sequence[str]) -> Any:
         cfg = to_config(node)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        # Hydra's first line says what failed; a second one, when present, how to fix it.
-        message = " ".join(lines[:2]) if lines else type(error).__name__
-        raise UserError(f"bad config: {message}") from None
+        # Hydra's first line says what failed; a second one, when present, how to fix it;
+        # a list of available options follows "Available options" (a launcher's name).
+        text = " ".join(lines).split(" Config search path:")[0]
+        message = text if "Available options" in text else " ".join(lines[:2])
+        unknown = re.match(r"Could not override '([^']+)'", message)
+        if unknown:  # never the `+key=value` hint: an unknown key is a typo
+            message = f"unknown key {unknown[1]!r} (see `leap train --cfg job`)"
+        if "Ambiguous value" in message:
+            message += " (or sweep over the values with -m)"
+        raise UserError(f"bad config: {message or type(error).__name__}") from None
     validate(cfg)
     return cfg

@@ -69,3 +69,17 @@ def test_a_failing_job_gives_its_exit_code(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, "run_meta_batch", interrupted)
     assert main(["train", "-m", *SWEEP[:-2], "tracker=none", "seed=0,1"]) == 130
+
+
+def test_launcher_choices_and_their_settings_compose_or_are_one_line(capsys):
+    from experiments.config import compose
+
+    compose(["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"])
+    compose(["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"])
+    assert main(["train", "-m", "hydra/launcher=submitit_slrm", "seed=0,1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Available options in 'hydra/launcher'" in err
+    assert "submitit_slurm" in err and "Config search path" not in err
+    assert main(["train", "hydra/launcher=submitit_slurm", "hydra.launcher.partitio=gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'hydra.launcher.partitio'" in err and "+hydra" not in err
