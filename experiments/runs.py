@@ -273,6 +273,7 @@ NOT_SETTINGS = (
     "git_commit",
     "git_dirty",
     "input_artifact",
+    "input_artifact_type",
     "eval.init",
     "methods",
 )
