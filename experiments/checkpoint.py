@@ -101,6 +101,14 @@ def read_initialization(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"initialization checkpoint {str(path)!r} does not exist")
+    with open(path, "rb") as handle:
+        is_train_state = handle.read(len(_MAGIC) + 1) == _MAGIC + b" "
+    if is_train_state:
+        raise UserError(
+            f"{str(path)!r} is a training-state checkpoint (to resume meta-training), not an "
+            f"initialization: evaluate the run's {str(path.parent.parent / 'init.pt')!r}, "
+            "written when the run finishes (finish a stopped run with resume=true)"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

@@ -1,4 +1,4 @@
-"""The `leap` command: train, evaluate, compare, search, results.
+"""The `leap` command: train, evaluate, compare, search, sweep-config, results, analyze.
 
     leap train experiment=glyphs_leap meta.inner_steps=50
     leap train -m meta=leap,reptile seed=0,1
@@ -23,27 +23,111 @@ from experiments.results import add_arguments as add_results_arguments
 from leap_convrnn.errors import UserError
 
 
-def _run_jobs(job: Callable[[Any], Any], overrides: Sequence[str], multirun: bool) -> int:
-    """Run `job` on each config; `train` with distributed=N > 1 (outside torchrun) runs as
-    N local processes. Returns the first non-zero exit code, or 0."""
+def _run_one(job: str, overrides: Sequence[str]) -> int:
+    """Compose, check and run one job (`train` with distributed=N > 1, outside torchrun,
+    runs as N local processes); returns its exit code."""
     from experiments import distributed
-    from experiments.config import compose, expand_sweep
+    from experiments.config import compose
+    from experiments.folders import check_folders
 
-    def run(cfg: Any, job_overrides: Sequence[str]) -> int:
-        if job is _train and cfg.distributed > 1 and not distributed.under_launcher():
-            return distributed.launch(["train", *job_overrides], cfg.distributed)
-        job(cfg)
-        return 0
+    cfg = compose(overrides)
+    check_folders(cfg)
+    if job == "train" and cfg.distributed > 1 and not distributed.under_launcher():
+        return distributed.launch(["train", *overrides], cfg.distributed)
+    (_train if job == "train" else _evaluate)(cfg)
+    return 0
 
-    if not multirun:
-        return run(compose(overrides), overrides)
-    sweep = expand_sweep(overrides)
-    configs = [compose(o) for o in sweep]  # validate every job before running any
-    for index, (cfg, job_overrides) in enumerate(zip(configs, sweep, strict=True)):
-        print(f"[{index + 1}/{len(configs)}] {' '.join(job_overrides)}", file=sys.stderr)
-        code = run(cfg, job_overrides)
-        if code:
-            return code
+
+def hydra_job(job: str, node: Any) -> int:
+    """The task function Hydra's launcher runs for each job of a sweep (in this process,
+    in joblib workers, or on a SLURM node through submitit): the job's overrides are
+    composed and checked as `leap train` does, then run. Returns the exit code, so that
+    one-line errors stay one line wherever the job runs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from leap_convrnn.errors import RunStopped
+
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    print(f"[job {hydra.job.num}] {' '.join(overrides)}", file=sys.stderr)
+    try:
+        return _run_one(job, overrides)
+    except UserError as error:
+        print(f"leap: error: {error}", file=sys.stderr)
+        return 2
+    except RunStopped as stopped:
+        print(f"leap: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+
+
+def _multirun(job: str, overrides: Sequence[str]) -> int:
+    """`-m`: a sweep through Hydra's launcher (`hydra/launcher=basic` by default, `joblib`
+    for local processes, `submitit_slurm` for a SLURM cluster). Every job is composed and
+    checked first, so a bad value stops the sweep before any job starts."""
+    import functools
+
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from experiments.config import CONF_DIR, compose, expand_sweep, store_nodes
+    from experiments.folders import check_folders
+
+    is_hydra = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    sweep = expand_sweep([o for o in overrides if o not in is_hydra])
+    for cfg in [compose([*job_overrides, *is_hydra]) for job_overrides in sweep]:
+        check_folders(cfg)
+    print(f"sweep: {len(sweep)} job(s)", file=sys.stderr)
+    store_nodes()
+    GlobalHydra.instance().clear()
+    try:
+        from hydra.core.utils import JobReturn, JobStatus
+        from hydra.version import setbase
+
+        setbase("1.3")
+        hydra = Hydra.create_main_hydra2(
+            task_name=f"leap-{job}", config_search_path=create_config_search_path(str(CONF_DIR))
+        )
+        from experiments.config import normalize_overrides
+
+        returns = hydra.multirun(
+            config_name="config",
+            task_function=functools.partial(hydra_job, job),
+            overrides=normalize_overrides(overrides),
+        )
+    except (HydraException, OmegaConfBaseException) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise UserError(f"sweep: {' '.join(lines[:2])}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    codes = []
+    for batch in returns or []:
+        for result in batch if isinstance(batch, list) else [batch]:
+            if isinstance(result, JobReturn):
+                done = result.status == JobStatus.COMPLETED
+                codes.append(int(result.return_value) if done else 1)
+    return next((code for code in codes if code), 0)
+
+
+def _run_jobs(job: Callable[[Any], Any], overrides: Sequence[str], multirun: bool) -> int:
+    """Run `job` (`_train` or `_evaluate`) on the config of `overrides`, or, with
+    `multirun`, on every job of the sweep through Hydra's launcher. Returns the first
+    non-zero exit code, or 0."""
+    name = "train" if job is _train else "evaluate"
+    if multirun:
+        return _multirun(name, overrides)
+    return _run_one(name, overrides)
+
+
+def _print_config(overrides: Sequence[str]) -> int:
+    """`--cfg job`: the composed config as YAML, every key with its value."""
+    from omegaconf import OmegaConf
+
+    from experiments.config import compose
+
+    print(OmegaConf.to_yaml(OmegaConf.structured(compose(overrides))), end="")
     return 0
 
 
@@ -97,20 +181,88 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def config_help() -> str:
+    """The config groups and their choices, the experiments, and how to see every key."""
+    from experiments.config import GROUPS, group_options
+
+    lines = ["config groups (choose with GROUP=CHOICE):"]
+    for group in GROUPS:
+        lines.append(f"  {group}: {', '.join(group_options(group))}")
+    lines += [
+        "experiments (experiment=NAME) set a task, model, method and budget together;",
+        "  a method swapped in (meta=NAME) keeps its own optimizer and learning rates.",
+        "every key and its default: `leap train --cfg job [OVERRIDES]` (the composed",
+        "  config; --cfg job experiment=glyphs_demo shows an experiment's values)",
+        "override any key: KEY=VALUE (meta.inner_steps=50, model.options.width=32);",
+        "  sweep with -m and comma lists (leap train -m meta=leap,reptile seed=0,1)",
+    ]
+    return "\n".join(lines)
+
+
+def _link_artifacts(args: argparse.Namespace) -> int:
+    from experiments.tracking import link_artifacts
+
+    linked = link_artifacts(args.project, args.group)
+    for line in linked:
+        print(f"linked {line}")
+    print(f"{len(linked)} run(s) linked to their input artifact", file=sys.stderr)
+    return 0
+
+
+def _sweep_config(args: argparse.Namespace) -> int:
+    from experiments.search import load_space
+    from experiments.wandb_sweep import sweep_config, to_yaml
+
+    config = sweep_config(
+        load_space(args.space),
+        args.overrides,
+        method=args.method,
+        metric=args.metric,
+        goal=args.goal,
+        project=args.project,
+    )
+    text = to_yaml(config)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}: run `wandb sweep {args.output}`, then `wandb agent SWEEP_ID`")
+    else:
+        print(text, end="")
+    return 0
+
+
+def build_parser(with_choices: bool = False) -> argparse.ArgumentParser:
+    """The `leap` parser; `with_choices` adds the config groups and their choices to
+    each subcommand's help (it imports the registries, so only for --help)."""
     parser = argparse.ArgumentParser(
         prog="leap",
         description="Meta-learn ConvRNN initializations with Leap; evaluate and compare them.",
     )
+    epilog = config_help() if with_choices else None
+    formatter = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("train", "meta-train a method; writes <out_dir>/<run>/init.pt and a W&B run"),
         ("evaluate", "transfer evaluation of an initialization on held-out tasks"),
     ):
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(
+            name, help=text, description=text, epilog=epilog, formatter_class=formatter
+        )
         p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma lists")
+        p.add_argument(
+            "--cfg",
+            choices=["job"],
+            default=None,
+            help="print the composed config (every key with its value) and exit",
+        )
         p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. meta.inner_steps=50")
-    p = sub.add_parser("compare", help="runs side by side: mean and 95%% CI over seeds")
+    p = sub.add_parser(
+        "compare",
+        help="runs side by side: mean and 95%% CI over seeds",
+        description="runs side by side: mean and 95%% CI over seeds; runs whose settings "
+        "differ in any key but the seed are separate rows",
+        epilog=epilog,
+        formatter_class=formatter,
+    )
     p.add_argument(
         "--dir", default=None, help="read the local runs under DIR/wandb (default: ., when offline)"
     )
@@ -131,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write PNG learning curves with 95%% CI bands to DIR",
     )
     text = "TPE search (Optuna) over a search space, e.g. the ConvRNN cell hyperparameters"
-    p = sub.add_parser("search", help=text, description=text)
+    p = sub.add_parser(
+        "search", help=text, description=text, epilog=epilog, formatter_class=formatter
+    )
     p.add_argument(
         "--space",
         default="convrnn_cell",
@@ -154,6 +308,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out figure to optimize (default: the space's; accuracy is maximized)",
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every trial's config")
+    text = (
+        "a W&B Sweeps YAML from a search space: `wandb sweep` it, and each `wandb agent` "
+        "run is `leap train` with the sampled overrides"
+    )
+    p = sub.add_parser(
+        "sweep-config", help=text, description=text, epilog=epilog, formatter_class=formatter
+    )
+    p.add_argument("--space", default="convrnn_cell", help="a search space (as in leap search)")
+    p.add_argument("--method", default="bayes", help="bayes, random or grid (default: bayes)")
+    p.add_argument(
+        "--metric", default="task/auc", help="the training run's summary metric to optimize"
+    )
+    p.add_argument("--goal", default=None, help="minimize or maximize (default: the space's)")
+    p.add_argument("--project", default=None, help="the W&B project of the sweep")
+    p.add_argument("-o", "--output", default=None, help="write the YAML here (default: stdout)")
+    p.add_argument("overrides", nargs="*", help="fixed Hydra overrides of every run")
+    text = (
+        "after `wandb sync` of offline runs: declare each evaluate run's initialization "
+        "artifact (recorded offline as input_artifact) through the public API, for lineage"
+    )
+    p = sub.add_parser("link-artifacts", help=text, description=text)
+    p.add_argument("--project", required=True, metavar="ENTITY/PROJECT", help="the W&B project")
+    p.add_argument("--group", default=None, help="only runs of this experiment group")
     text = "the evidence suite: every method, model and study; writes docs/results.md"
     p = sub.add_parser("results", help=text, description=text)
     add_results_arguments(p)
@@ -175,8 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from leap_convrnn.errors import LeapWarning, RunStopped, show_warning
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_choices=bool({"-h", "--help"} & set(arguments)))
+    args = parser.parse_args(arguments)
     quiet = os.environ.get("RANK", "0") != "0"
     with contextlib.ExitStack() as stack:
         stack.enter_context(warnings.catch_warnings())
@@ -191,12 +369,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(message, file=sys.stderr)
 
         try:
+            if args.command in ("train", "evaluate") and args.cfg:
+                return _print_config(args.overrides)
             if args.command == "train":
                 return _run_jobs(_train, args.overrides, args.multirun)
             if args.command == "evaluate":
                 return _run_jobs(_evaluate, args.overrides, args.multirun)
             if args.command == "search":
                 return _search(args)
+            if args.command == "sweep-config":
+                return _sweep_config(args)
+            if args.command == "link-artifacts":
+                return _link_artifacts(args)
             if args.command == "results":
                 from experiments.results import run_suite
 

@@ -164,12 +164,17 @@ class Config:
     #: Meta-train on this many processes (meta-batch split across ranks, gloo on CPU,
     #: NCCL on GPU); under torchrun the world size comes from torchrun instead.
     distributed: int = 1
+    #: Per-method settings of an experiment: method name -> `meta.*` values used when
+    #: that method is chosen (`methods: {fomaml: {meta_lr: 0.01}}`); see `method_settings`.
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 SEED_LIMIT = 2**32
 #: Characters W&B refuses in project names.
 _PROJECT_FORBIDDEN = set("/\\#?%:")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+#: Words that look like a yes or a no: `resume` takes true or false for those.
+_NOT_RUN_IDS = {"yes", "no", "y", "n", "on", "off", "0", "1", "none", "null", "latest", "last"}
 
 
 def _positive(value: int | float, key: str) -> None:
@@ -210,9 +215,9 @@ def _text(value: str | None, key: str, *, path_component: bool = False) -> None:
 def resume_target(value: str) -> bool | str:
     """`resume` as False (start afresh), True (latest checkpoint) or a W&B run id."""
     lowered = value.strip().lower()
-    if lowered in ("false", "true"):
+    if lowered in ("false", "true"):  # Hydra passes true / false on as "True" / "False"
         return lowered == "true"
-    if not _RUN_ID.fullmatch(value):
+    if lowered in _NOT_RUN_IDS or not _RUN_ID.fullmatch(value):
         raise UserError(
             f"resume={value!r} is not accepted; accepted: true, false or a W&B run id "
             "(letters, digits, '_' and '-')"
@@ -298,11 +303,32 @@ def validate(cfg: Config) -> None:
     _positive(cfg.checkpoint_every, "checkpoint_every")
     _positive(cfg.keep_checkpoints, "keep_checkpoints")
     _positive(cfg.distributed, "distributed")
+    _check_methods_blocks(cfg.methods)
     if cfg.distributed > m.meta_batch_size:
         raise UserError(
             f"distributed={cfg.distributed} ranks need meta.meta_batch_size >= "
             f"{cfg.distributed} (one task per rank at least), got {m.meta_batch_size}"
         )
+
+
+def _check_methods_blocks(methods: dict[str, dict[str, Any]]) -> None:
+    """Every `methods.NAME` block names a method and sets `meta.*` keys only."""
+    import dataclasses
+    import difflib
+
+    import meta
+
+    fields = [f.name for f in dataclasses.fields(MetaConfig) if f.name != "name"]
+    for name, block in methods.items():
+        meta.META_LEARNERS.get(name)
+        for key in block:
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise UserError(
+                    f"methods.{name}.{key} is not a meta setting{hint}; accepted: "
+                    f"{', '.join(fields)}"
+                )
 
 
 def to_config(node: DictConfig) -> Config:
@@ -345,7 +371,7 @@ def group_options(group: str) -> list[str]:
     return _files(group)
 
 
-def _store_nodes() -> None:
+def store_nodes() -> None:
     """Register the schema and the file-less model choices with Hydra's ConfigStore."""
     from hydra.core.config_store import ConfigStore
 
@@ -372,6 +398,139 @@ def _check_group_choices(overrides: Sequence[str]) -> None:
                 raise UserError(f"unknown {key} {choice!r}{hint}; accepted: {', '.join(options)}")
 
 
+def _schema_keys(node: Any = None, prefix: str = "") -> dict[str, Any]:
+    """Every key of the schema (`meta.inner_steps`, ...) -> its type hint."""
+    import dataclasses
+    import typing
+
+    node = node or Config
+    keys: dict[str, Any] = {}
+    for name, hint in typing.get_type_hints(node).items():
+        if name not in {f.name for f in dataclasses.fields(node)}:
+            continue
+        keys[f"{prefix}{name}"] = hint
+        if dataclasses.is_dataclass(hint):
+            keys.update(_schema_keys(hint, f"{prefix}{name}."))
+    return keys
+
+
+def _describe_type(hint: Any) -> str:
+    """`int | None` -> "int or null", `list[int]` -> "list of int (e.g. [0,1])"."""
+    import types
+    import typing
+
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe_type(a) for a in args)
+    if origin is list:
+        return f"list of {_describe_type(args[0])} (e.g. [0,1])"
+    if origin is dict:
+        return "mapping"
+    return {bool: "bool (true or false)"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a parsed override value can be stored under `hint` (as OmegaConf would)."""
+    import types
+    import typing
+
+    if isinstance(value, str) and value.startswith("${"):
+        return True  # an interpolation, resolved later
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, int, float, bool))
+    return True
+
+
+def check_override_keys(overrides: Sequence[str]) -> None:
+    """Reject an override of a key the schema does not have ("did you mean"), and a value
+    of the wrong type (naming the key, the value and the type), before Hydra sees them.
+
+    Keys under a mapping (`model.options.*`, `task.options.*`, `meta.options.*`,
+    `eval.inits.*`, `methods.*`) are free here and checked by `validate`."""
+    import difflib
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    schema = _schema_keys()
+    for text in overrides:
+        key = text.partition("=")[0].lstrip("+~")
+        if key in GROUPS or key.startswith(("hydra.", "hydra/")) or key == "hydra":
+            continue
+        parts = key.split(".")
+        hint = None
+        for depth in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:depth])
+            if prefix in schema:
+                hint = schema[prefix] if depth == len(parts) else None
+                if depth < len(parts) and "dict" not in str(schema[prefix]):
+                    prefix = ""
+                break
+        else:
+            prefix = ""
+        if not prefix:
+            close = difflib.get_close_matches(key, list(schema), n=3)
+            hint_text = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UserError(
+                f"unknown config key {key!r}{hint_text}; see every key and its default "
+                "with `leap train --cfg job`"
+            )
+        if hint is None or "=" not in text or text.startswith("~"):
+            continue
+        try:
+            (parsed,) = OverridesParser.create().parse_overrides([text])
+        except HydraException:
+            continue  # Hydra reports a malformed override itself
+        values: list[Any] = (
+            list(parsed.sweep_iterator()) if parsed.is_sweep_override() else [parsed.value()]
+        )
+        for value in values:
+            if not _fits(value, hint):
+                raise UserError(
+                    f"{key}={text.partition('=')[2]} has the wrong type: {key} takes "
+                    f"{_describe_type(hint)}"
+                )
+
+
+def _under_mapping(key: str) -> bool:
+    """Whether `key` lies inside a free mapping of the schema (`model.options.width`)."""
+    schema = _schema_keys()
+    parts = key.split(".")
+    return any(
+        "dict" in str(schema.get(".".join(parts[:depth]), "")) for depth in range(1, len(parts))
+    )
+
+
+def normalize_overrides(overrides: Sequence[str]) -> list[str]:
+    """`model.options.hidden=5` -> `++model.options.hidden=5`: a key inside a mapping
+    (options, eval.inits, methods) is added or replaced alike, so no `+` is needed."""
+    normalized = []
+    for text in overrides:
+        key, sep, _ = text.partition("=")
+        if sep and not key.startswith(("+", "~")) and _under_mapping(key):
+            text = f"++{text}"
+        normalized.append(text)
+    return normalized
+
+
 def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
     """The cartesian product of the sweep overrides (`seed=0,1 meta=leap,reptile` -> 4 jobs)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -387,6 +546,101 @@ def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*axes)]
 
 
+def _override_keys(overrides: Sequence[str]) -> list[str]:
+    """The keys the command line sets (`++meta.meta_lr=1` -> `meta.meta_lr`)."""
+    return [o.partition("=")[0].lstrip("+~") for o in overrides if "=" in o]
+
+
+def _experiment_file(overrides: Sequence[str]) -> Path | None:
+    chosen = [
+        o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") == "experiment"
+    ]
+    if not chosen or chosen[-1] in ("null", ""):
+        return None
+    path = CONF_DIR / "experiment" / f"{chosen[-1]}.yaml"
+    return path if path.is_file() else None
+
+
+def _experiment_spec(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """An experiment file's method (the one its defaults choose, the root config's leap
+    if none), `meta:` block and `methods:` blocks, including those of the experiments it
+    extends (`defaults: [other_experiment, _self_]`)."""
+    loaded = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(loaded, dict)
+    method = "leap"
+    block: dict[str, Any] = {}
+    methods: dict[str, dict[str, Any]] = {}
+    for entry in loaded.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            parent = path.parent / f"{entry}.yaml"
+            if parent.is_file():
+                method, block, methods = _experiment_spec(parent)
+        elif isinstance(entry, dict):
+            for key, value in entry.items():
+                if key.split()[-1].strip("/") == "meta":
+                    method = str(value)
+    block = {**block, **(loaded.get("meta") or {})}
+    for name, values in (loaded.get("methods") or {}).items():
+        methods[name] = {**methods.get(name, {}), **(values or {})}
+    return method, block, methods
+
+
+def method_settings(
+    method: str, overrides: Sequence[str], blocks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The `meta.*` values that travel with `method`, whatever the experiment.
+
+    The rule: the keys a method's file `conf/meta/NAME.yaml` sets (its meta-optimizer,
+    learning rates, inner optimizer, options) are the method's own. An experiment's
+    `meta:` block is written for the method its defaults choose, and sets the budget
+    (meta_steps, inner_steps, batch sizes, inner_lr ...) for every method; it sets a
+    method-owned key only for its own method. Another method keeps its file's values,
+    unless the experiment's `methods.NAME:` block sets them (it may set any `meta.*`
+    key, and wins over the `meta:` block). The command line wins over all of these.
+    `blocks`: the composed `methods` (the experiment's and the command line's blocks);
+    None: the experiment file's.
+    """
+    file = CONF_DIR / "meta" / f"{method}.yaml"
+    owned: dict[str, Any] = {}
+    if file.is_file():
+        loaded = OmegaConf.to_container(OmegaConf.load(file))
+        assert isinstance(loaded, dict)
+        owned = {str(k): v for k, v in loaded.items() if k != "name"}
+    owned.setdefault("options", {})
+    path = _experiment_file(overrides)
+    if path is not None:
+        own, block, methods = _experiment_spec(path)
+        if own == method:
+            owned.update({k: v for k, v in block.items() if k in owned})
+        if blocks is None:
+            owned.update(methods.get(method) or {})
+    if blocks is not None:
+        owned.update(blocks.get(method) or {})
+    return owned
+
+
+def _apply_method_settings(node: DictConfig, overrides: Sequence[str]) -> None:
+    """Give `node.meta` its method's own settings (`method_settings`), keeping what the
+    command line sets."""
+    cli = _override_keys(overrides)
+    blocks = OmegaConf.to_container(node.methods, resolve=True)
+    assert isinstance(blocks, dict)
+    settings = method_settings(
+        str(node.meta.name), overrides, {str(k): v for k, v in blocks.items()}
+    )
+    options = dict(settings.pop("options") or {})
+    for key in cli:
+        if key.startswith("meta.options."):
+            name = key.split(".")[2]
+            if name in node.meta.options:
+                options[name] = node.meta.options[name]
+    if "meta.options" not in cli:
+        node.meta.options = options
+    for key, value in settings.items():
+        if f"meta.{key}" not in cli and key in node.meta:
+            node.meta[key] = value
+
+
 def compose(overrides: Sequence[str]) -> Any:
     """Compose, type-check and validate the config for `overrides`; UserError on a bad value."""
     from hydra import compose as hydra_compose
@@ -396,16 +650,25 @@ def compose(overrides: Sequence[str]) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     _check_group_choices(overrides)
-    _store_nodes()
+    check_override_keys(overrides)
+    store_nodes()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="leap"):
-            node = hydra_compose(config_name="config", overrides=list(overrides))
+            node = hydra_compose(config_name="config", overrides=normalize_overrides(overrides))
+        _apply_method_settings(node, overrides)
         cfg = to_config(node)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        # Hydra's first line says what failed; a second one, when present, how to fix it.
-        message = " ".join(lines[:2]) if lines else type(error).__name__
-        raise UserError(f"bad config: {message}") from None
+        # Hydra's first line says what failed; a second one, when present, how to fix it;
+        # a list of available options follows "Available options" (a launcher's name).
+        text = " ".join(lines).split(" Config search path:")[0]
+        message = text if "Available options" in text else " ".join(lines[:2])
+        unknown = re.match(r"Could not override '([^']+)'", message)
+        if unknown:  # never the `+key=value` hint: an unknown key is a typo
+            message = f"unknown key {unknown[1]!r} (see `leap train --cfg job`)"
+        if "Ambiguous value" in message:
+            message += " (or sweep over the values with -m)"
+        raise UserError(f"bad config: {message or type(error).__name__}") from None
     validate(cfg)
     return cfg

@@ -85,6 +85,8 @@ def _series(runs: Sequence[RunRecord], kind: CurveKind) -> dict[str, list[list[t
             if not curve:
                 continue
             label = f"{method} · {model} · {task}"
+            if run.settings:
+                label += f" ({run.settings})"
             if "method" in match.groupdict():
                 label += f" → {match['method']}"
             series[label].append(curve)

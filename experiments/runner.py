@@ -31,6 +31,7 @@ from experiments.checkpoint import (
 )
 from experiments.config import Config, MetaConfig, run_name
 from experiments.families import load_task_family
+from experiments.folders import check_folders, remove_stale_initialization
 from experiments.resume import Resumed
 from experiments.signals import GracefulStop, signal_exit_code
 from experiments.stats import nanmean
@@ -307,6 +308,7 @@ def train(cfg: Config) -> dict[str, Any]:
             f"distributed={cfg.distributed} needs {cfg.distributed} processes: start them with "
             f"`leap train distributed={cfg.distributed} ...` or torchrun"
         )
+    check_folders(cfg)
     ranks = distributed.setup(cfg.meta.meta_batch_size)
     try:
         return _meta_train(cfg, ranks)
@@ -325,6 +327,10 @@ def _meta_train(cfg: Config, ranks: distributed.Ranks) -> dict[str, Any]:
     run_dir = Path(cfg.out_dir) / run_name(cfg, "train")
     store = TrainStateStore(run_dir / "checkpoints", cfg.keep_checkpoints)
     resumed = resume_run(cfg, ranks, store, learner, optimizer, model, sampler)
+    if resumed is None and ranks.is_main and remove_stale_initialization(run_dir):
+        warn(
+            f"removed the init.pt an earlier run left in {str(run_dir)!r} (this run starts afresh)"
+        )
     tracker: Tracker | distributed.NullTracker = (
         tracker_for(
             cfg,

@@ -47,6 +47,12 @@ class RunRecord:
     exit_code: int | None = None
     history: dict[str, Curve] = field(default_factory=dict)
     read_curve: Callable[[str], Curve] | None = None
+    #: The W&B run id (a resumed run keeps it) and when this run (or segment) started.
+    run_id: str = ""
+    start_time: str = ""
+    #: The config values that set this run apart from the other runs of its key
+    #: (`key=value ...`, empty when none does); filled in by `load_runs`.
+    settings: str = ""
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -59,6 +65,11 @@ class RunRecord:
             str((c.get("model") or {}).get("name", "?")),
             str((c.get("task") or {}).get("name", "?")),
         )
+
+    @property
+    def row_key(self) -> tuple[str, str, str, str, str, str]:
+        """`key` and `settings`: the runs of one row differ in their seed only."""
+        return (*self.key, self.settings)
 
     def metric_names(self) -> set[str]:
         """Every metric the run has a summary value or a learning curve for."""
@@ -126,6 +137,8 @@ def parse_records(lines: Iterable[str], source: str) -> RunRecord:
         summary=summary,
         exit_code=exit_code,
         history=dict(history),
+        run_id=str(run.get("run_id") or ""),
+        start_time=str(run.get("start_time") or ""),
     )
 
 
@@ -227,6 +240,8 @@ def read_api_runs(project: str, group: str | None = None, api: Any = None) -> li
                     summary=summary,
                     exit_code=1 if run.state in ("failed", "crashed") else None,
                     read_curve=partial(_api_curve, run),
+                    run_id=str(getattr(run, "id", "") or ""),
+                    start_time=str(getattr(run, "created_at", "") or ""),
                 )
             )
     except UserError:
@@ -238,6 +253,123 @@ def read_api_runs(project: str, group: str | None = None, api: Any = None) -> li
     return runs
 
 
+#: Config keys that do not change what a run measures: where it writes, how it logs,
+#: how it is executed and resumed, and the code's commit. Every other key is a setting:
+#: runs that differ in one are never pooled. `seed` is what the runs of a row vary.
+#: `eval.init` is shown in its own column (each evaluate run names its own file);
+#: `methods` holds an experiment's per-method blocks, already applied to `meta.*`.
+NOT_SETTINGS = (
+    "seed",
+    "name",
+    "out_dir",
+    "tracker",
+    "data",
+    "progress",
+    "log_every",
+    "resume",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "distributed",
+    "git_commit",
+    "git_dirty",
+    "input_artifact",
+    "input_artifact_type",
+    "eval.init",
+    "methods",
+)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"meta": {"inner_steps": 5}}` -> `{"meta.inner_steps": 5}` (lists kept whole)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def settings(run: RunRecord) -> dict[str, str]:
+    """The run's settings: its flattened config less `NOT_SETTINGS`, values as JSON."""
+    return {
+        key: json.dumps(value, sort_keys=True, default=str)
+        for key, value in flatten(run.config).items()
+        if not any(key == k or key.startswith(f"{k}.") for k in NOT_SETTINGS)
+    }
+
+
+def join_resumed(runs: list[RunRecord]) -> list[RunRecord]:
+    """One record per W&B run id: a run stopped and resumed (offline, each segment is a
+    run directory of its own) becomes one run with its whole curve, the summary and exit
+    code of its last segment. Points a later segment re-ran replace the earlier ones."""
+    by_id: dict[str, list[RunRecord]] = defaultdict(list)
+    joined: list[RunRecord] = []
+    for run in runs:
+        if run.run_id:
+            by_id[run.run_id].append(run)
+        else:
+            joined.append(run)
+    for segments in by_id.values():
+        segments.sort(key=lambda r: r.start_time)
+        run = segments[0]
+        for later in segments[1:]:
+            history = {}
+            for metric in set(run.history) | set(later.history):
+                tail = later.history.get(metric, [])
+                cut = tail[0][0] if tail else math.inf
+                history[metric] = [p for p in run.history.get(metric, []) if p[0] < cut] + tail
+            run = RunRecord(
+                source=later.source,
+                name=later.name,
+                group=later.group,
+                job_type=later.job_type,
+                config=later.config,
+                summary={**run.summary, **later.summary},
+                exit_code=later.exit_code,
+                history=history,
+                read_curve=later.read_curve,
+                run_id=later.run_id,
+                start_time=later.start_time,
+            )
+        joined.append(run)
+    return joined
+
+
+def drop_reruns(runs: list[RunRecord]) -> list[RunRecord]:
+    """Of runs with the same key, settings and seed, keep the latest (said on stderr)."""
+    latest: dict[tuple[Any, ...], RunRecord] = {}
+    dropped: list[RunRecord] = []
+    for run in sorted(runs, key=lambda r: r.start_time):
+        identity = (run.key, tuple(sorted(settings(run).items())), run.config.get("seed"))
+        if identity in latest:
+            dropped.append(latest[identity])
+        latest[identity] = run
+    if dropped:
+        print(
+            f"leap compare: {len(dropped)} rerun(s) of the same config and seed counted once "
+            f"(the latest); left out: {', '.join(r.name for r in dropped)}",
+            file=sys.stderr,
+        )
+    gone = {id(r) for r in dropped}
+    return [r for r in runs if id(r) not in gone]
+
+
+def name_settings(runs: list[RunRecord]) -> None:
+    """Set each run's `settings`: the keys whose values differ among the runs of its
+    key, with the run's values (so runs with other settings land in other rows)."""
+    by_key: dict[tuple[str, ...], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_key[run.key].append(run)
+    for members in by_key.values():
+        values = [settings(r) for r in members]
+        keys = set().union(*values)
+        differing = sorted(k for k in keys if len({v.get(k) for v in values}) > 1)
+        for run, value in zip(members, values, strict=True):
+            run.settings = " ".join(f"{k}={value.get(k, 'unset')}" for k in differing)
+
+
 def load_runs(
     directory: Path | None = None,
     project: str | None = None,
@@ -245,13 +377,18 @@ def load_runs(
     api: Any = None,
 ) -> list[RunRecord]:
     """The runs to compare: from the W&B project `project` through the public API if
-    given, else from the local `directory`. Failed runs are left out (said on stderr)."""
+    given, else from the local `directory`.
+
+    Segments of a resumed run are joined into one run; failed runs are left out; of
+    reruns of the same config and seed the latest counts (both said on stderr); and each
+    run's `settings` names what sets it apart from the runs of its key."""
     if project is not None:
         runs = read_api_runs(project, group, api)
         where = f"W&B project {project!r}"
     else:
         runs = read_local_runs(directory or Path("."), group)
         where = repr(str(directory or Path(".")))
+    runs = join_resumed(runs)
     failed = [r for r in runs if r.exit_code not in (None, 0)]
     if failed:
         print(
@@ -262,4 +399,6 @@ def load_runs(
     runs = [r for r in runs if r.exit_code in (None, 0)]
     if not runs:
         raise UserError(f"no finished runs{f' in group {group!r}' if group else ''} in {where}")
+    runs = drop_reruns(runs)
+    name_settings(runs)
     return runs

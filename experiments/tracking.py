@@ -227,6 +227,7 @@ class Tracker:
                 self._summary = json.loads((run_dir / "summary.json").read_text())
         self._perf = {"steps": 0, "seconds": 0.0, "tasks": 0.0}
         self._run: Any = None
+        self._wandb_files: Path | None = None
         self.mode = "none"
         self.run_id: str | None = None
         if config.name == "wandb":
@@ -249,17 +250,10 @@ class Tracker:
             return
         # Absolute: W&B's service process may have been started from another directory.
         directory = Path(config.dir).expanduser().resolve()
-        directory.mkdir(parents=True, exist_ok=True)
-        if mode == "offline" and not _OFFLINE_NOTICE_SHOWN:
-            _OFFLINE_NOTICE_SHOWN = True
-            print(
-                f"W&B: no API key found, logging offline to {Path(config.dir) / 'wandb'} "
-                "(upload with `wandb sync`, browse with `wandb leet`)",
-                file=sys.stderr,
-            )
         try:
             import wandb
 
+            directory.mkdir(parents=True, exist_ok=True)
             self._run = wandb.init(
                 project=config.project,
                 entity=config.entity,
@@ -276,6 +270,32 @@ class Tracker:
             self.run_id = self._run.id
         except Exception as error:
             self._fail("init", error)
+            return
+        written = self._wandb_files = self.wandb_dir()
+        if written is not None and not written.is_relative_to(directory):
+            warnings.warn(
+                f"W&B writes this run to {str(written)!r}, not under tracker.dir="
+                f"{str(config.dir)!r} (W&B could not use it)",
+                TrackingWarning,
+                stacklevel=2,
+            )
+        if mode == "offline" and not _OFFLINE_NOTICE_SHOWN:
+            _OFFLINE_NOTICE_SHOWN = True
+            where = written.parent if written is not None else directory / "wandb"
+            print(
+                f"W&B: no API key found, logging offline to {where} "
+                "(upload with `wandb sync`, browse with `wandb leet`)",
+                file=sys.stderr,
+            )
+
+    def wandb_dir(self) -> Path | None:
+        """The directory W&B writes this run's files to (None: W&B is off)."""
+        if self._run is None:
+            return None
+        try:
+            return Path(self._run.settings.sync_dir).resolve()
+        except Exception:  # a W&B without the setting: nothing to check
+            return None
 
     def _fail(self, what: str, error: Exception) -> None:
         warnings.warn(
@@ -294,12 +314,21 @@ class Tracker:
     def wandb_run(self) -> Any:
         return self._run
 
+    def _check_wandb_files(self) -> None:
+        """W&B's folder removed or replaced while the run goes on (a cleaned scratch
+        disk, a lost mount): W&B would drop the data without a word, so stop it with
+        the one warning; the local files keep every metric."""
+        files = self._wandb_files
+        if self._run is not None and files is not None and not files.is_dir():
+            self._fail("files", FileNotFoundError(f"{str(files)!r} is no longer a directory"))
+
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Record `metrics` at `step` (meta-step or task index)."""
         self._count_perf(metrics)
         record = {"_step": step, **_jsonable(metrics)}
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
+        self._check_wandb_files()
         if self._run is not None:
             try:
                 # Committed now: a row left open is flushed at finish, after the summary,
@@ -425,9 +454,12 @@ class Tracker:
         """Declare the artifact `reference` (e.g. `init-NAME:latest`) an input of this run.
 
         Online, W&B records the lineage (the run that logged it -> this run). Offline,
-        W&B cannot resolve artifacts, so the reference is kept in the run's config as
-        `input_artifact` only.
+        W&B refuses `use_artifact`, so the reference is kept in the run's config as
+        `input_artifact` (and its type as `input_artifact_type`); after `wandb sync`,
+        `leap link-artifacts` declares it through the public API (`link_artifacts`).
         """
+        if self.mode != "online":
+            self.config_update({"input_artifact_type": kind})
         self.config_update({"input_artifact": reference})
         if self._run is None or self.mode != "online":
             return
@@ -447,12 +479,42 @@ class Tracker:
             if self._perf["seconds"] > 0:
                 system["perf/tasks_per_s"] = self._perf["tasks"] / self._perf["seconds"]
         self.summary(system)
+        self._check_wandb_files()
         if self._run is not None:
             run, self._run = self._run, None
             try:
                 run.finish(exit_code=exit_code)
             except Exception as error:
                 self._fail("finish", error)
+
+
+def link_artifacts(project: str, group: str | None = None, api: Any = None) -> list[str]:
+    """Declare, through the public API, the input artifact of every synced run of
+    `project` (of `group` only, if given) that recorded one offline (`input_artifact`
+    in its config) and does not use it yet. Returns "run <- artifact" lines."""
+    try:
+        if api is None:
+            import wandb
+
+            api = wandb.Api(timeout=30)
+        linked = []
+        for run in api.runs(project, filters={"group": group} if group else None):
+            reference = (run.config or {}).get("input_artifact")
+            if not reference:
+                continue
+            name = str(reference).split(":")[0].split("/")[-1]
+            if any(a.name.split(":")[0] == name for a in run.used_artifacts()):
+                continue
+            kind = (run.config or {}).get("input_artifact_type")
+            full = reference if str(reference).count("/") else f"{project}/{reference}"
+            run.use_artifact(api.artifact(full, type=kind))
+            linked.append(f"{run.name} <- {full}")
+    except Exception as error:
+        raise UserError(
+            f"cannot link the artifacts of W&B project {project!r} "
+            f"({type(error).__name__}: {error})"
+        ) from None
+    return linked
 
 
 def resolve_initialization(

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from leap_convrnn.errors import UserError
 
@@ -216,7 +217,11 @@ def generate(spec: GlyphSpec) -> GlyphSet:
         spec.image_size,
         dtype=torch.uint8,
     )
-    for a, seed in enumerate(root.integers(0, 2**63, size=spec.alphabets)):
+    seeds = root.integers(0, 2**63, size=spec.alphabets)
+    bar = tqdm(
+        seeds, desc="glyphs: building the cache (first run only)", unit="alphabet", disable=None
+    )
+    for a, seed in enumerate(bar):
         rng = np.random.default_rng(int(seed))
         style = _style(rng)
         batch_points: list[Tensor] = []

@@ -117,7 +117,7 @@ def test_cli_prints_markdown_and_writes_png_plots(run_dir, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     mean, half = independent_ci([objective("leap", s, 3) for s in SEEDS])
-    row = "| paper | meta-train | leap | conv4 | glyphs | meta/objective |"
+    row = "| paper | meta-train | leap | conv4 | glyphs | - | - | meta/objective |"
     assert f"{row} {mean:.4f} ± {half:.4f} | 3 |" in out
     for name in ("paper__meta_objective.png", "paper__heldout_loss.png"):
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import experiments.evaluate as evaluation
 import experiments.runner as runner
 from experiments.cli import main
-from experiments.config import Config, compose, resume_target
+from experiments.config import _NOT_RUN_IDS, Config, compose, resume_target
 from leap_convrnn.errors import UserError
 
 SETTINGS = settings(
@@ -147,6 +147,10 @@ def test_any_value_composes_or_is_a_user_error(key, value):
 @SETTINGS
 @given(value=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,19}", fullmatch=True))
 def test_resume_accepts_true_false_or_a_run_id(value):
+    if value.lower() in _NOT_RUN_IDS:  # yes / no look-alikes: true or false is asked for
+        with pytest.raises(UserError, match="accepted: true, false or a W&B run id"):
+            resume_target(value)
+        return
     target = resume_target(value)
     lowered = value.lower()
     assert target == (lowered == "true" if lowered in ("true", "false") else value)

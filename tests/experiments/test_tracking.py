@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.cli import main
 from experiments.config import TrackerConfig, compose
 from experiments.evaluate import evaluate
 from experiments.runner import train
@@ -135,6 +136,7 @@ def test_runs_record_git_commit_system_summary_lineage_and_task_curves(tmp_path,
     assert sidecar["init.pt"]["type"] == "initialization"
     # Offline W&B cannot resolve artifacts: the evaluate run names its input in its config.
     assert evaluated.config["input_artifact"] == f"init-{RUN}:latest"
+    assert evaluated.config["input_artifact_type"] == "initialization"
     # Per-task curves (a W&B line-series chart) and per-task results (a W&B Table).
     assert evaluated.summary["eval/leap/task_curves_table.nrows"] == 3  # K + 1 steps x 1 task
     assert evaluated.summary["eval/tasks.nrows"] == 2  # leap and scratch on 1 task
@@ -202,8 +204,8 @@ def test_online_evaluate_runs_use_the_artifact(tmp_path, monkeypatch):
             pass
 
     fake = types.ModuleType("wandb")
-    fake.init = lambda **kwargs: RecordingRun()
-    fake.Settings = lambda **kwargs: None
+    fake.init = lambda **kwargs: RecordingRun()  # type: ignore[attr-defined]
+    fake.Settings = lambda **kwargs: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "wandb", fake)
     monkeypatch.setenv("WANDB_MODE", "online")
     tracker = Tracker(TrackerConfig(), tmp_path, "e", "g", "evaluate", [], {"a": 1})
@@ -240,3 +242,58 @@ def test_system_summary_and_resumed_runs(tmp_path):
 
 def test_git_state_outside_a_checkout(tmp_path):
     assert git_state(tmp_path) == {"git_commit": "unknown", "git_dirty": None}
+
+
+class FakeArtifact:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class FakeSyncedRun:
+    """A run of the public API after `wandb sync`: its config and used artifacts."""
+
+    def __init__(self, name: str, config: dict, used: list[str]) -> None:
+        self.name, self.config, self._used = name, config, used
+        self.declared: list[FakeArtifact] = []
+
+    def used_artifacts(self) -> list[FakeArtifact]:
+        return [FakeArtifact(n) for n in self._used] + self.declared
+
+    def use_artifact(self, artifact: FakeArtifact) -> FakeArtifact:
+        self.declared.append(artifact)
+        return artifact
+
+
+def test_offline_lineage_is_declared_after_sync(capsys, monkeypatch):
+    import wandb
+
+    offline = FakeSyncedRun(
+        "a-eval",
+        {"input_artifact": "init-a:latest", "input_artifact_type": "initialization"},
+        [],
+    )
+    online = FakeSyncedRun("b-eval", {"input_artifact": "init-b:latest"}, ["init-b:v0"])
+    trained = FakeSyncedRun("a", {}, [])
+    asked = []
+
+    class FakeApi:
+        def __init__(self, timeout: int) -> None:
+            pass
+
+        def runs(self, project: str, filters: dict | None = None) -> list[FakeSyncedRun]:
+            assert (project, filters) == ("me/p", {"group": "g"})
+            return [offline, online, trained]
+
+        def artifact(self, name: str, type: str | None = None) -> FakeArtifact:
+            asked.append((name, type))
+            return FakeArtifact(name.split("/")[-1])
+
+    monkeypatch.setattr(wandb, "Api", FakeApi)
+    assert main(["link-artifacts", "--project", "me/p", "--group", "g"]) == 0
+    assert asked == [("me/p/init-a:latest", "initialization")]
+    assert [a.name for a in offline.declared] == ["init-a:latest"]
+    assert online.declared == [] and trained.declared == []
+    assert "linked a-eval <- me/p/init-a:latest" in capsys.readouterr().out
+    # run again: nothing left to link
+    assert main(["link-artifacts", "--project", "me/p", "--group", "g"]) == 0
+    assert asked == [("me/p/init-a:latest", "initialization")]
