@@ -50,7 +50,7 @@ TINY_ARGS: dict[str, list[str]] = {
     ],
 }
 #: Options whose value a tiny run replaces.
-TINY_OPTIONS = {"--trials": "1"}
+TINY_OPTIONS = {"--trials": "1", "--scale": "tiny", "--stimuli": "skimage:4"}
 
 
 def cli_lines() -> list[str]:
