@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.search import Param, SearchSpace
+from experiments.search import Param, SearchSpace, override_value
 from leap_convrnn.errors import UserError
 
 SWEEP_METHODS = ("bayes", "random", "grid")
@@ -27,7 +27,9 @@ GOALS = ("minimize", "maximize")
 def parameter(param: Param, method: str) -> dict[str, Any]:
     """One search-space parameter as a W&B sweep parameter."""
     if param.choices:
-        return {"values": list(param.choices)}
+        # A W&B agent passes `key=value` as it is: strings Hydra would misread (commas,
+        # `>`) go in quoted, as `leap search` writes them.
+        return {"values": [override_value(c) if isinstance(c, str) else c for c in param.choices]}
     assert param.low is not None and param.high is not None
     if param.is_int:
         step = int(param.step or 1)

@@ -93,5 +93,5 @@ def test_help_lists_groups_choices_and_how_to_print_the_schema(command, capsys):
 def test_cfg_job_prints_the_composed_config_with_defaults(capsys):
     assert main(["train", "--cfg", "job", "experiment=glyphs_demo", "meta=fomaml"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["meta"]["meta_lr"] == 0.001 and printed["meta"]["meta_steps"] == 100
+    assert printed["meta"]["meta_lr"] == 0.5 and printed["meta"]["meta_steps"] == 100  # FOMAML's
     assert printed["checkpoint_every"] == 50 and printed["tracker"]["mode"] == "auto"

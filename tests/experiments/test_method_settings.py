@@ -24,7 +24,9 @@ def load(path) -> dict:
 
 def test_a_swapped_method_keeps_its_tuned_optimizer_and_learning_rate():
     cfg = compose(["experiment=glyphs_demo", "meta=fomaml"])
-    assert (cfg.meta.meta_optimizer, cfg.meta.meta_lr) == ("adam", 0.001)
+    own = load(CONF_DIR / "meta" / "fomaml.yaml")
+    assert (cfg.meta.meta_optimizer, cfg.meta.meta_lr) == (own["meta_optimizer"], own["meta_lr"])
+    assert cfg.meta.meta_lr != load(CONF_DIR / "experiment" / "glyphs_demo.yaml")["meta"]["meta_lr"]
     assert cfg.meta.options == {"max_steps": None}
     assert (cfg.meta.meta_steps, cfg.meta.inner_steps) == (100, 50)  # the experiment's budget
 

@@ -50,6 +50,14 @@ def test_cli_prints_a_sweep_yaml_whose_command_runs_leap_train(capsys):
     assert "debug=tiny" in config["command"] and "model.name=convrnn_glyph" in config["command"]
 
 
+def lookup(cfg: object, key: str) -> object:
+    """The value at a dotted `key` of a composed config (attributes, then mappings)."""
+    value = cfg
+    for part in key.split("."):
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
+    return value
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_the_agents_command_line_composes_to_the_sampled_values(seed):
     config = sweep_config(load_space("convrnn_cell"), TINY)
@@ -60,7 +68,8 @@ def test_the_agents_command_line_composes_to_the_sampled_values(seed):
     args = build_parser().parse_args(command[1:])
     cfg = compose(args.overrides)
     for key, value in values.items():
-        assert cfg.model.options[key.rsplit(".", 1)[1]] == value, key
+        expected = value.strip("'") if isinstance(value, str) else value
+        assert lookup(cfg, key) == expected, key
 
 
 @pytest.mark.slow
