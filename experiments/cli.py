@@ -38,14 +38,21 @@ def _run_one(job: str, overrides: Sequence[str]) -> int:
     return 0
 
 
-def hydra_job(job: str, node: Any) -> int:
+def hydra_job(job: str, launched_from: str, node: Any) -> int:
     """The task function Hydra's launcher runs for each job of a sweep (in this process,
     in joblib workers, or on a SLURM node through submitit): the job's overrides are
-    composed and checked as `leap train` does, then run. Returns the exit code, so that
-    one-line errors stay one line wherever the job runs."""
+    composed and checked as `leap train` does, then run in the directory the sweep was
+    launched from (where it exists: joblib reuses workers across sweeps, whose working
+    directory is the first sweep's). Returns the exit code, so that one-line errors stay
+    one line wherever the job runs."""
+    import os
+
     from hydra.core.hydra_config import HydraConfig
 
     from leap_convrnn.errors import RunStopped
+
+    if os.path.isdir(launched_from):
+        os.chdir(launched_from)
 
     hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task)
@@ -65,6 +72,7 @@ def _multirun(job: str, overrides: Sequence[str]) -> int:
     for local processes, `submitit_slurm` for a SLURM cluster). Every job is composed and
     checked first, so a bad value stops the sweep before any job starts."""
     import functools
+    import os
 
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -94,7 +102,7 @@ def _multirun(job: str, overrides: Sequence[str]) -> int:
 
         returns = hydra.multirun(
             config_name="config",
-            task_function=functools.partial(hydra_job, job),
+            task_function=functools.partial(hydra_job, job, os.getcwd()),
             overrides=normalize_overrides(overrides),
         )
     except (HydraException, OmegaConfBaseException) as error:
