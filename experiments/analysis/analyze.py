@@ -80,6 +80,26 @@ class AnalysisResult:
     figures: list[Path] = field(default_factory=list)
 
 
+def analysis_tracker(
+    request: AnalysisRequest, run_dir: Path, tags: list[str], run_config: dict[str, Any]
+) -> Tracker:
+    """The tracker of an analysis run in `run_dir` (W&B group and job type `analyze`)."""
+    return Tracker(
+        TrackerConfig(
+            name=request.tracker,
+            project=request.project,
+            mode=request.wandb_mode,
+            dir=request.out_dir,
+        ),
+        run_dir=run_dir,
+        name=run_dir.name,
+        group="analyze",
+        job_type="analyze",
+        tags=tags,
+        run_config=run_config,
+    )
+
+
 def check_request(request: AnalysisRequest) -> None:
     """Reject a bad value before anything is loaded (one-line UserError)."""
     if request.metric not in rsa.METRICS:
@@ -183,19 +203,11 @@ def analyze(request: AnalysisRequest) -> AnalysisResult:
     features_a = _features(a, request, stimuli, own=True)
     name = _run_name(request, a, stimuli)
     run_dir = Path(request.out_dir).expanduser() / name
-    tracker = Tracker(
-        TrackerConfig(
-            name=request.tracker,
-            project=request.project,
-            mode=request.wandb_mode,
-            dir=request.out_dir,
-        ),
-        run_dir=run_dir,
-        name=name,
-        group="analyze",
-        job_type="analyze",
-        tags=["analyze", a.name],
-        run_config={**asdict(request), "model_origin": a.origin, **git_state()},
+    tracker = analysis_tracker(
+        request,
+        run_dir,
+        ["analyze", a.name],
+        {**asdict(request), "model_origin": a.origin, **git_state()},
     )
     result = AnalysisResult(run_dir, a.name, len(stimuli))
     summary: dict[str, Any] = {"analyze/stimuli": len(stimuli)}

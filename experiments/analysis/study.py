@@ -32,13 +32,13 @@ from torch import nn
 
 import models
 from experiments.analysis import rsa
-from experiments.analysis.analyze import AnalysisRequest
+from experiments.analysis.analyze import AnalysisRequest, analysis_tracker
 from experiments.analysis.extract import read_features
 from experiments.analysis.report import format_grid, log_map
 from experiments.checkpoint import load_initialization, read_initialization
-from experiments.config import TrackerConfig, compose
+from experiments.config import compose
 from experiments.runner import architecture, build_model, task_distribution
-from experiments.tracking import Tracker, git_state
+from experiments.tracking import git_state
 from leap_convrnn.errors import UserError
 from models.features import Features
 
@@ -156,19 +156,11 @@ def _report(
 ) -> dict[str, Any]:
     run_name = request.name or f"study-{name}"
     run_dir = Path(request.out_dir).expanduser() / run_name
-    tracker = Tracker(
-        TrackerConfig(
-            name=request.tracker,
-            project=request.project,
-            mode=request.wandb_mode,
-            dir=request.out_dir,
-        ),
-        run_dir=run_dir,
-        name=run_name,
-        group="analyze",
-        job_type="analyze",
-        tags=["analyze", name, MODEL],
-        run_config={
+    tracker = analysis_tracker(
+        request,
+        run_dir,
+        ["analyze", name, MODEL],
+        {
             "study": name,
             "checkpoint": request.checkpoint,
             "tasks": tasks,

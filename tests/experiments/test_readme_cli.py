@@ -24,6 +24,7 @@ from experiments.cli import build_parser, main
 from experiments.config import compose, expand_sweep
 from tests.conftest import SMALL_GLYPHS
 from tests.experiments.test_atari_task import EXPERIMENTS as ATARI
+from tests.experiments.test_search import TINY as TINY_SEARCH
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BIN = Path(sys.executable).parent
@@ -39,15 +40,7 @@ EXPERIMENT_ARGS: dict[str, list[str]] = {
 TINY_ARGS: dict[str, list[str]] = {
     "train": ["debug=tiny"],
     "evaluate": ["debug=tiny"],
-    "search": [
-        "debug=tiny",
-        *SMALL_GLYPHS,
-        "model.options.width=0.125",
-        "meta.meta_steps=1",
-        "meta.meta_batch_size=1",
-        "meta.batch_size=4",
-        "++model.options.times=2",
-    ],
+    "search": TINY_SEARCH,
 }
 #: Options whose value a tiny run replaces.
 TINY_OPTIONS = {"--trials": "1", "--scale": "tiny", "--stimuli": "skimage:4"}

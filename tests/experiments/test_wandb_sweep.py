@@ -14,17 +14,7 @@ from experiments.config import compose
 from experiments.search import load_space
 from experiments.wandb_sweep import agent_command, sweep_config
 from leap_convrnn.errors import UserError
-from tests.conftest import SMALL_GLYPHS
-
-TINY = [
-    "debug=tiny",
-    *SMALL_GLYPHS,
-    "model.options.width=0.125",
-    "meta.meta_steps=1",
-    "meta.meta_batch_size=1",
-    "meta.batch_size=4",
-    "++model.options.times=2",
-]
+from tests.experiments.test_search import TINY
 
 
 def sample(parameter: dict, rng: random.Random):
