@@ -31,6 +31,7 @@ import math
 import re
 
 from leap_convrnn.errors import UserError
+from leap_convrnn.registry import did_you_mean
 
 # game -> (random, human): Badia et al. 2020 (Agent57), Appendix H, Table of
 # "Random" and "Human" scores. Note: Mnih et al. 2015 list 16256.9 as random on
@@ -258,8 +259,7 @@ def resolve_pool(pool: str | list[str] | tuple[str, ...], split: str) -> tuple[s
         raise UserError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
     if isinstance(pool, str):
         if pool not in POOLS:
-            close = difflib.get_close_matches(pool, POOLS, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            hint = did_you_mean(pool, POOLS)
             raise UserError(
                 f"unknown game pool {pool!r}{hint}; accepted: {', '.join(POOLS)} "
                 "or a list of game names"

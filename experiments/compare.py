@@ -22,6 +22,7 @@ from experiments.report import print_table
 from experiments.runs import RunRecord, is_number
 from experiments.stats import format_ci, mean_ci
 from leap_convrnn.errors import UserError
+from leap_convrnn.registry import did_you_mean
 
 DEFAULT_METRICS = {
     "meta-train": [
@@ -122,7 +123,6 @@ def initialization(members: Sequence[RunRecord], metric: str) -> str:
 
 def check_metrics(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
     """Raise UserError naming a metric that no run has, and the metrics that exist."""
-    import difflib
 
     known = sorted(
         {
@@ -134,8 +134,7 @@ def check_metrics(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
     )
     for metric in metrics:
         if metric not in known:
-            close = difflib.get_close_matches(metric, known, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            hint = did_you_mean(metric, known)
             raise UserError(
                 f"unknown --metric {metric!r}{hint}; metrics in these runs: {', '.join(known)}"
             )

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from leap_convrnn.errors import UserError
-from leap_convrnn.registry import check_options
+from leap_convrnn.registry import check_options, did_you_mean
 from tasks.base import SCHEDULES, InnerLoopConfig
 from tasks.optimizers import INNER_OPTIMIZERS
 
@@ -314,7 +314,6 @@ def validate(cfg: Config) -> None:
 def _check_methods_blocks(methods: dict[str, dict[str, Any]]) -> None:
     """Every `methods.NAME` block names a method and sets `meta.*` keys only."""
     import dataclasses
-    import difflib
 
     import meta
 
@@ -323,8 +322,7 @@ def _check_methods_blocks(methods: dict[str, dict[str, Any]]) -> None:
         meta.META_LEARNERS.get(name)
         for key in block:
             if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
+                hint = did_you_mean(key, fields, n=1)
                 raise UserError(
                     f"methods.{name}.{key} is not a meta setting{hint}; accepted: "
                     f"{', '.join(fields)}"
@@ -383,7 +381,6 @@ def store_nodes() -> None:
 
 def _check_group_choices(overrides: Sequence[str]) -> None:
     """Reject an unknown group option (`model=foo`) with the list of accepted ones."""
-    import difflib
 
     for override in overrides:
         key, sep, value = override.partition("=")
@@ -393,8 +390,7 @@ def _check_group_choices(overrides: Sequence[str]) -> None:
         options = group_options(key)
         for choice in value.split(","):
             if choice not in options and not (key in ("experiment", "debug") and choice == "null"):
-                close = difflib.get_close_matches(choice, options, n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                hint = did_you_mean(choice, options)
                 raise UserError(f"unknown {key} {choice!r}{hint}; accepted: {', '.join(options)}")
 
 
@@ -465,7 +461,6 @@ def check_override_keys(overrides: Sequence[str]) -> None:
 
     Keys under a mapping (`model.options.*`, `task.options.*`, `meta.options.*`,
     `eval.inits.*`, `methods.*`) are free here and checked by `validate`."""
-    import difflib
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -487,11 +482,9 @@ def check_override_keys(overrides: Sequence[str]) -> None:
         else:
             prefix = ""
         if not prefix:
-            close = difflib.get_close_matches(key, list(schema), n=3)
-            hint_text = f" (did you mean {', '.join(close)}?)" if close else ""
             raise UserError(
-                f"unknown config key {key!r}{hint_text}; see every key and its default "
-                "with `leap train --cfg job`"
+                f"unknown config key {key!r}{did_you_mean(key, schema)}; see every key and "
+                "its default with `leap train --cfg job`"
             )
         if hint is None or "=" not in text or text.startswith("~"):
             continue

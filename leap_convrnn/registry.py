@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from leap_convrnn.errors import UserError
@@ -37,8 +37,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """Return the entry registered under `name`, or raise a one-line UserError."""
         if name not in self._entries:
-            close = difflib.get_close_matches(name, self._entries, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            hint = did_you_mean(name, self._entries)
             raise UserError(
                 f"unknown {self.kind} {name!r}{hint}; accepted: {', '.join(self.names())}"
             )
@@ -52,6 +51,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """` (did you mean a, b?)` naming the candidates closest to `name`, or "" if none is."""
+    close = difflib.get_close_matches(name, list(candidates), n=n)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def check_options(
