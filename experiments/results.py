@@ -378,11 +378,12 @@ def model_costs(overrides: Sequence[str]) -> dict[str, float]:
     from experiments.runner import build_model, task_distribution
 
     cfg = compose(list(overrides))
-    model = build_model(cfg, task_distribution(cfg, "train"))
+    dist = task_distribution(cfg, "train")
+    model = build_model(cfg, dist)
     counter = FlopCounterMode(display=False)
     model.eval()
     with counter:
-        model(torch.zeros(1, *task_distribution(cfg, "train").input_shape))
+        model(torch.zeros(1, *dist.input_shape))
     return {
         "parameters": float(sum(p.numel() for p in model.parameters())),
         "forward_flops": float(counter.get_total_flops()),
