@@ -21,13 +21,16 @@ The scale (`--scale full|quick|tiny`) sets the budget; `full` is the one docs/re
 reports, `quick` checks the whole pipeline in minutes, `tiny` is what the tests run.
 Runs go under `--work-dir` (W&B offline runs in `<work-dir>/wandb`); every figure lands in
 `<docs>/results.json`, the tables and plots in `<docs>/results.md` and `<docs>/figures/`.
-Training runs go `--jobs` at a time (processes of one thread each).
+Training runs go `--jobs` at a time (processes of one thread each), the costliest first.
+A finished job leaves a marker in `<work-dir>/finished/`, so a killed suite, run again with
+the same arguments, starts where it stopped; the ablation's Leap runs are the comparison's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -38,7 +41,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from leap_convrnn.errors import UserError
 
@@ -59,6 +62,9 @@ class Scale:
     models: tuple[str, ...] = MODELS
     alphabet_counts: tuple[int, ...] = (1, 3, 5, 10, 15, 20, 25)
     alphabet_models: tuple[str, ...] = ("conv4", "convrnn_glyph")
+    alphabet_counts_by_model: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """(model, counts) pairs that replace `alphabet_counts` for that model (the costly
+    recurrent model runs fewer points of Figure 3)."""
     alphabet_meta_steps: int = 0
     """Meta-steps of each Figure-3 run (0: `meta_steps`)."""
     multicv_meta_steps: int = 0
@@ -69,19 +75,24 @@ class Scale:
     """(model, override) pairs added to that model's runs (the tiny scale shrinks them)."""
     multicv_options: tuple[str, ...] = ()
     """Overrides added to every Multi-CV run (the tiny scale shrinks the data)."""
-    """(model, override) pairs added to that model's runs (the tiny scale shrinks them)."""
+
+    def counts(self, model: str) -> tuple[int, ...]:
+        """The numbers of meta-training alphabets of `model`'s Figure-3 runs."""
+        return dict(self.alphabet_counts_by_model).get(model, self.alphabet_counts)
 
 
 SCALES = {
     "full": Scale(
         seeds=(0, 1, 2),
-        meta_steps=40,
+        meta_steps=25,
         meta_batch_size=5,
-        inner_steps=50,
+        inner_steps=40,
         eval_tasks=10,
-        eval_seeds=(0, 1),
-        alphabet_meta_steps=20,
-        multicv_meta_steps=20,
+        eval_seeds=(0,),
+        alphabet_models=("conv4", "convrnn_glyph"),
+        alphabet_meta_steps=15,
+        alphabet_counts_by_model=(("convrnn_glyph", (1, 5, 15, 25)),),
+        multicv_meta_steps=15,
         model_options=(("conv4", "model.options.width=32"),),
     ),
     "quick": Scale(
@@ -129,6 +140,14 @@ class Job:
     study: str
     argv: tuple[str, ...]
     label: str = "evaluate"
+    cost: float = 0.0
+    """Its relative cost (inner steps times the model's step cost); costlier jobs start
+    first, so the last ones to finish are short."""
+
+    @property
+    def key(self) -> str:
+        """A name for the job that changes with any of its arguments."""
+        return hashlib.sha1("\0".join(self.argv).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -157,6 +176,41 @@ def _budget(scale: Scale, model: str, meta_steps: int | None = None) -> list[str
     ]
 
 
+STEP_COST = {"conv4": 1.0, "convrnn_glyph": 6.0, "convrnn_glyph_ff": 2.0}
+"""A training step's cost relative to conv4's (measured on one CPU thread), for ordering."""
+ADAPTATION_CAP = {"maml": 5, "fomaml": 5}
+"""Methods whose meta-training adapts for at most this many steps (meta/NAME.yaml)."""
+
+
+def _cost(scale: Scale, model: str, method: str, meta_steps: int | None = None) -> float:
+    steps = min(scale.inner_steps, ADAPTATION_CAP.get(method, scale.inner_steps))
+    total = (meta_steps or scale.meta_steps) * scale.meta_batch_size * steps
+    return total * STEP_COST.get(model, 1.0)
+
+
+def _evaluation_cost(scale: Scale, model: str, initializations: int) -> float:
+    runs = initializations * scale.eval_tasks * len(scale.eval_seeds)
+    return runs * scale.inner_steps * STEP_COST.get(model, 1.0)
+
+
+def _train_job(
+    scale: Scale, work: Path, study: str, model: str, method: str, seed: int, label: str
+) -> Job:
+    """The comparison's run of `method` on `model` with training seed `seed`, counted
+    under `study` and `label` (the ablation's Leap variant is this run too)."""
+    argv = (
+        "train",
+        "experiment=suite_glyphs",
+        f"model={model}",
+        *_budget(scale, model),
+        *scale.glyph_options,
+        *_where(work, "comparison", model),
+        f"meta={method}",
+        f"seed={seed}",
+    )
+    return Job(study, argv, label, _cost(scale, model, method))
+
+
 def _where(work: Path, study: str, point: str) -> list[str]:
     return [f"out_dir={work / 'runs' / study / point}", f"tracker.dir={work}"]
 
@@ -174,23 +228,16 @@ def comparison(scale: Scale, work: Path) -> Study:
         for method in METHODS:
             for seed in scale.seeds:
                 study.train.append(
-                    Job(
-                        study.name,
-                        ("train", *base, f"meta={method}", f"seed={seed}"),
-                        f"{model}/{method}",
-                    )
+                    _train_job(scale, work, study.name, model, method, seed, f"{model}/{method}")
                 )
-        study.evaluate.append(
-            Job(
-                study.name,
-                (
-                    "evaluate",
-                    *base,
-                    f"eval.methods={_listed(METHODS)}",
-                    f"eval.train_seeds={_listed(scale.seeds)}",
-                ),
-            )
+        argv = (
+            "evaluate",
+            *base,
+            f"eval.methods={_listed(METHODS)}",
+            f"eval.train_seeds={_listed(scale.seeds)}",
         )
+        cost = _evaluation_cost(scale, model, (len(METHODS) + 1) * len(scale.seeds))
+        study.evaluate.append(Job(study.name, argv, cost=cost))
     return study
 
 
@@ -201,7 +248,7 @@ def alphabets(scale: Scale, work: Path) -> Study:
     """Figure 3: each method meta-trained on 1, 3, ... training alphabets."""
     study = Study("alphabets")
     for model in scale.alphabet_models:
-        for count in scale.alphabet_counts:
+        for count in scale.counts(model):
             point = f"{model}-{count}"
             base = [
                 "experiment=suite_glyphs",
@@ -213,10 +260,11 @@ def alphabets(scale: Scale, work: Path) -> Study:
             ]
             for method in ALPHABET_METHODS:
                 argv = ("train", *base, f"meta={method}", "seed=0")
-                study.train.append(Job(study.name, argv, f"{point}/{method}"))
-            study.evaluate.append(
-                Job(study.name, ("evaluate", *base, f"eval.methods={_listed(ALPHABET_METHODS)}"))
-            )
+                cost = _cost(scale, model, method, scale.alphabet_meta_steps)
+                study.train.append(Job(study.name, argv, f"{point}/{method}", cost))
+            argv = ("evaluate", *base, f"eval.methods={_listed(ALPHABET_METHODS)}")
+            cost = _evaluation_cost(scale, model, len(ALPHABET_METHODS) + 1)
+            study.evaluate.append(Job(study.name, argv, cost=cost))
     return study
 
 
@@ -230,24 +278,30 @@ ABLATIONS = {
 
 
 def ablation(scale: Scale, work: Path) -> Study:
-    """Leap's options on `convrnn_glyph`, one initialization per variant and seed."""
+    """Leap's options on `convrnn_glyph`, one initialization per variant and seed (the
+    default variant is the comparison's Leap run of the same seed)."""
     study = Study("ablation")
     model = "convrnn_glyph"
     inits = []
     for label, options in ABLATIONS.items():
         base = ["experiment=suite_glyphs", f"model={model}", "meta=leap"]
         base += [*_budget(scale, model), *scale.glyph_options, *_where(work, study.name, label)]
+        where = work / "runs" / ("comparison" if not options else study.name)
+        where = where / (model if not options else label)
         for seed in scale.seeds:
-            argv = ("train", *base, *options, f"seed={seed}")
-            study.train.append(Job(study.name, argv, f"{model}/{label}"))
-        paths = [
-            work / "runs" / study.name / label / f"suite_glyphs-leap-{model}-seed{seed}" / "init.pt"
-            for seed in scale.seeds
-        ]
+            if options:
+                argv = ("train", *base, *options, f"seed={seed}")
+                job = Job(study.name, argv, f"{model}/{label}", _cost(scale, model, "leap"))
+            else:
+                job = _train_job(scale, work, study.name, model, "leap", seed, f"{model}/{label}")
+            study.train.append(job)
+        paths = [where / f"suite_glyphs-leap-{model}-seed{s}" / "init.pt" for s in scale.seeds]
         inits.append(f"+eval.inits.{label}={_listed(paths)}")
     evaluate = ["experiment=suite_glyphs", f"model={model}", *_budget(scale, model)]
     evaluate += [*scale.glyph_options, *_where(work, study.name, "evaluate")]
-    study.evaluate.append(Job(study.name, ("evaluate", *evaluate, *inits, "eval.reference=leap")))
+    cost = _evaluation_cost(scale, model, (len(ABLATIONS) + 1) * len(scale.seeds))
+    argv = ("evaluate", *evaluate, *inits, "eval.reference=leap")
+    study.evaluate.append(Job(study.name, argv, cost=cost))
     return study
 
 
@@ -265,18 +319,16 @@ def multicv(scale: Scale, work: Path) -> Study:
         options = MULTICV_OPTIONS.get(method, ())
         for seed in scale.seeds:
             argv = ("train", *base, f"meta={method}", *options, f"seed={seed}")
-            study.train.append(Job(study.name, argv, f"conv4/{method}"))
-    study.evaluate.append(
-        Job(
-            study.name,
-            (
-                "evaluate",
-                *base,
-                f"eval.methods={_listed(MULTICV_METHODS)}",
-                f"eval.train_seeds={_listed(scale.seeds)}",
-            ),
-        )
+            cost = _cost(scale, "conv4", method, scale.multicv_meta_steps)
+            study.train.append(Job(study.name, argv, f"conv4/{method}", cost))
+    argv = (
+        "evaluate",
+        *base,
+        f"eval.methods={_listed(MULTICV_METHODS)}",
+        f"eval.train_seeds={_listed(scale.seeds)}",
     )
+    cost = _evaluation_cost(scale, "conv4", (len(MULTICV_METHODS) + 1) * len(scale.seeds))
+    study.evaluate.append(Job(study.name, argv, cost=cost))
     return study
 
 
@@ -320,24 +372,55 @@ def _run(job: Job) -> tuple[Job, int, float, str]:
     return job, code, time.perf_counter() - started, error
 
 
+def _mark_finished(marker: Path, job: Job, seconds: float) -> None:
+    from experiments.checkpoint import atomic_write
+
+    record = json.dumps({"argv": list(job.argv), "seconds": seconds}).encode()
+
+    def write(out: IO[bytes]) -> None:
+        out.write(record)
+
+    atomic_write(marker, write)
+
+
 def run_jobs(
-    jobs: Sequence[Job], workers: int, log: Callable[[str], None]
+    jobs: Sequence[Job], workers: int, log: Callable[[str], None], finished: Path
 ) -> dict[str, dict[str, float]]:
-    """Run `jobs` on `workers` processes; stop at the first failure with its error.
-    Returns the seconds spent per study and label (summed over seeds)."""
+    """Run `jobs` on `workers` processes, the costliest first, once each (a job listed
+    twice runs once and its seconds count once, under the first study that lists it);
+    stop at the first failure with its error. A job that finished before (its marker is
+    in `finished`) is not run again; its recorded seconds count. Returns the seconds
+    spent per study and label (summed over seeds)."""
     seconds: dict[str, dict[str, float]] = {}
+
+    def count(job: Job, spent: float) -> None:
+        spent_by_label = seconds.setdefault(job.study, {})
+        spent_by_label[job.label] = spent_by_label.get(job.label, 0.0) + spent
+
+    unique = list({job.argv: job for job in reversed(jobs)}.values())[::-1]
+    pending = []
+    for job in unique:
+        marker = finished / f"{job.key}.json"
+        if marker.is_file():
+            count(job, float(json.loads(marker.read_text())["seconds"]))
+        else:
+            pending.append(job)
+    if len(pending) < len(unique):
+        log(f"leap results: {len(unique) - len(pending)} jobs finished before are not run again")
+    pending.sort(key=lambda job: job.cost, reverse=True)
+    finished.mkdir(parents=True, exist_ok=True)
     context = get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(workers, context, _worker_setup, (threads,)) as pool:
-        for index, (job, code, spent, err) in enumerate(pool.map(_run, jobs), start=1):
-            spent_by_label = seconds.setdefault(job.study, {})
-            spent_by_label[job.label] = spent_by_label.get(job.label, 0.0) + spent
-            log(f"[{index}/{len(jobs)}] {spent:6.1f}s  leap {' '.join(job.argv[:4])} ...")
+        for index, (job, code, spent, err) in enumerate(pool.map(_run, pending), start=1):
+            log(f"[{index}/{len(pending)}] {spent:6.1f}s  leap {' '.join(job.argv[:4])} ...")
             if code != 0:
                 raise UserError(
                     f"`leap {' '.join(job.argv)}` failed with exit code {code}: "
                     + (err or "no message")
                 )
+            count(job, spent)
+            _mark_finished(finished / f"{job.key}.json", job, spent)
     return seconds
 
 
@@ -457,8 +540,13 @@ def run_suite(args: argparse.Namespace) -> int:
     if not args.report_only:
         trains = [job for study in studies for job in study.train]
         evaluations = [job for study in studies for job in study.evaluate]
-        log(f"leap results: {len(trains)} training runs, then {len(evaluations)} evaluations")
-        for spent in (run_jobs(trains, args.jobs, log), run_jobs(evaluations, args.jobs, log)):
+        runs = len({job.argv for job in trains})
+        log(f"leap results: {runs} training runs, then {len(evaluations)} evaluations")
+        finished = work / "finished"
+        for spent in (
+            run_jobs(trains, args.jobs, log, finished),
+            run_jobs(evaluations, args.jobs, log, finished),
+        ):
             for study, by_label in spent.items():
                 seconds.setdefault(study, {}).update(by_label)
     studied = collect(work, studies)

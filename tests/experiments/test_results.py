@@ -52,13 +52,24 @@ def test_the_ablation_evaluates_each_variant_by_its_own_label(tmp_path: Path):
     assert "meta.options.metric=energy" in {a for job in study.train for a in job.argv}
 
 
+def test_the_ablations_leap_runs_are_the_comparisons(tmp_path: Path):
+    scale = SCALES["full"]
+    compared = {job.argv for job in comparison(scale, tmp_path).train}
+    ablated = [job.argv for job in ablation(scale, tmp_path).train]
+    shared = [argv for argv in ablated if argv in compared]
+    assert len(shared) == len(scale.seeds)
+    assert all("meta=leap" in argv and "model=convrnn_glyph" in argv for argv in shared)
+
+
 def test_a_bad_number_of_jobs_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path):
     assert main(["results", "--scale", "tiny", "--jobs", "0", "--work-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--jobs 0" in err
 
 
-def test_the_suite_runs_end_to_end_at_the_tiny_scale(tmp_path: Path):
+def test_the_suite_runs_end_to_end_at_the_tiny_scale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     docs = tmp_path / "docs"
     argv = ["results", "--scale", "tiny", "--work-dir", str(tmp_path / "suite")]
     assert main([*argv, "--docs", str(docs)]) == 0
@@ -95,3 +106,13 @@ def test_the_suite_runs_end_to_end_at_the_tiny_scale(tmp_path: Path):
     (docs / "results.md").unlink()
     assert main([*argv, "--docs", str(docs), "--report-only"]) == 0
     assert (docs / "results.md").read_text() == report
+    # Run again (as after a kill): finished jobs are not run again, one lost job is.
+    markers = [json.loads(m.read_text()) | {"path": m} for m in (tmp_path / "suite").glob("f*/*")]
+    multicv = [m for m in markers if "experiment=suite_multicv" in m["argv"]]
+    next(m["path"] for m in multicv if m["argv"][0] == "evaluate").unlink()
+    capsys.readouterr()
+    again = [*argv, "--docs", str(tmp_path / "again"), "--studies", "multicv"]
+    assert main(again) == 0
+    err = capsys.readouterr().err
+    assert f"{len(multicv) - 1} jobs finished before are not run again" in err
+    assert "[1/1]" in err and "[2/" not in err
