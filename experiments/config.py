@@ -62,6 +62,8 @@ class MetaConfig:
     inner_optimizer: str = "sgd"
     inner_lr: float = 0.1
     inner_momentum: float = 0.9
+    #: L2 weight decay of the inner optimizer (added to each gradient as lambda * theta).
+    inner_weight_decay: float = 0.0
     batch_size: int = 20
     #: Inner learning-rate schedule over the planned steps: constant or cosine.
     inner_schedule: str = "constant"
@@ -78,6 +80,7 @@ class MetaConfig:
             optimizer=self.inner_optimizer,
             lr=self.inner_lr,
             momentum=self.inner_momentum,
+            weight_decay=self.inner_weight_decay,
             batch_size=self.batch_size,
             schedule=self.inner_schedule,
             max_epochs=self.inner_max_epochs,
@@ -242,6 +245,8 @@ def validate(cfg: Config) -> None:
     for key in ("meta_lr", "inner_lr"):
         _positive(getattr(m, key), f"meta.{key}")
     _in_range(m.inner_momentum, 0.0, 1.0, "meta.inner_momentum")
+    if not m.inner_weight_decay >= 0:
+        raise UserError(f"meta.inner_weight_decay must be >= 0, got {m.inner_weight_decay}")
     if m.clip_grad_norm is not None:
         _positive(m.clip_grad_norm, "meta.clip_grad_norm")
     _one_of(m.meta_optimizer, META_OPTIMIZERS, "meta.meta_optimizer")

@@ -128,6 +128,11 @@ class MAML(MetaLearner):
                 f"{self.name} adapts with plain SGD (learn2learn MAML); "
                 f"got inner optimizer {inner.optimizer!r}: set meta.inner_optimizer=sgd"
             )
+        if inner.weight_decay:
+            raise UserError(
+                f"{self.name} adapts without weight decay (learn2learn MAML); got "
+                f"meta.inner_weight_decay={inner.weight_decay}: set it to 0"
+            )
         self.maml.lr = inner.lr
         self.initialization.load(self.module)
         self.module.train()

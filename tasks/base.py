@@ -40,6 +40,10 @@ class InnerLoopConfig:
     """RMSprop's decay of the squared-gradient average (torch's default)."""
     rmsprop_eps: float = 1e-8
     """RMSprop's epsilon (torch's default; the Atari learner sets the Leap paper's 1e-4)."""
+    weight_decay: float = 0.0
+    """L2 penalty coefficient lambda: every optimizer adds lambda * theta to the gradient
+    (torch's coupled `weight_decay`); the path Leap measures is the parameters' path
+    under it, and the loss coordinate stays the task loss without the penalty."""
     schedule: str = "constant"
     """"constant": `lr` at every step; "cosine": lr_i = lr (1 + cos(pi i / K)) / 2 at step
     i of the K planned steps (cosine annealing to 0, Loshchilov & Hutter 2017)."""
@@ -63,6 +67,8 @@ class InnerLoopConfig:
         ):
             if value is not None and value < 1:
                 raise UserError(f"inner-loop {label} must be >= 1 or null, got {value}")
+        if not self.weight_decay >= 0:
+            raise UserError(f"inner-loop weight_decay must be >= 0, got {self.weight_decay}")
         if self.early_stopping_window < 1:
             raise UserError(
                 f"inner-loop early_stopping_window must be >= 1, got {self.early_stopping_window}"

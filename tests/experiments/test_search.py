@@ -99,6 +99,8 @@ def _claims(model: ConvRNN, cfg, values: dict) -> None:
         name = key.rsplit(".", 1)[-1]
         if key.startswith("meta."):
             assert getattr(cfg.meta, name) == value
+            if name == "inner_weight_decay":
+                assert cfg.meta.inner().weight_decay == value
             continue
         for cell in cells:
             if name == "cell":

@@ -168,3 +168,10 @@ def test_buffers_start_from_the_initial_values_for_every_task():
     torch.testing.assert_close(model[1].running_mean, after_first)
     learner.initialize(model)
     torch.testing.assert_close(model[1].running_mean, initial)
+
+
+@pytest.mark.parametrize("learner", [MAML, FOMAML])
+def test_inner_weight_decay_is_a_user_error(learner):
+    model = tiny_model()
+    with pytest.raises(UserError, match=r"meta\.inner_weight_decay=0\.01: set it to 0"):
+        learner(model).adapt(model, make_task(1), InnerLoopConfig(weight_decay=0.01))

@@ -13,12 +13,17 @@ from leap_convrnn.errors import UserError
 from tasks.base import InnerLoopConfig
 from tasks.optimizers import INNER_OPTIMIZERS, make_optimizer
 
-CONFIG = InnerLoopConfig(lr=0.05, momentum=0.7, rmsprop_alpha=0.95, rmsprop_eps=1e-4)
+CONFIG = InnerLoopConfig(
+    lr=0.05, momentum=0.7, rmsprop_alpha=0.95, rmsprop_eps=1e-4, weight_decay=0.01
+)
 EXPECTED = {
-    "sgd": (torch.optim.SGD, {"lr": 0.05, "momentum": 0}),
-    "momentum": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.7}),
-    "adam": (torch.optim.Adam, {"lr": 0.05}),
-    "rmsprop": (torch.optim.RMSprop, {"lr": 0.05, "alpha": 0.95, "eps": 1e-4}),
+    "sgd": (torch.optim.SGD, {"lr": 0.05, "momentum": 0, "weight_decay": 0.01}),
+    "momentum": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.7, "weight_decay": 0.01}),
+    "adam": (torch.optim.Adam, {"lr": 0.05, "weight_decay": 0.01}),
+    "rmsprop": (
+        torch.optim.RMSprop,
+        {"lr": 0.05, "alpha": 0.95, "eps": 1e-4, "weight_decay": 0.01},
+    ),
 }
 
 
@@ -46,3 +51,20 @@ def test_an_unknown_name_lists_the_table():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_validation_accepts_every_entry(name):
     assert compose([f"meta.inner_optimizer={name}"]).meta.inner_optimizer == name
+
+
+def test_an_sgd_step_with_weight_decay_is_the_hand_formula():
+    theta = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    optimizer = make_optimizer([theta], replace(CONFIG, optimizer="sgd"))
+    loss = (theta**2).sum() / 2
+    loss.backward()
+    optimizer.step()
+    start = torch.tensor([1.0, -2.0, 3.0])
+    # theta - lr * (grad + lambda * theta), with grad = theta for this loss.
+    assert torch.allclose(theta.detach(), start - 0.05 * (start + 0.01 * start))
+
+
+@pytest.mark.parametrize("value", ["-0.1", "nan"])
+def test_a_negative_weight_decay_is_refused_by_name(value):
+    with pytest.raises(UserError, match=rf"meta\.inner_weight_decay must be >= 0, got {value}"):
+        compose([f"meta.inner_weight_decay={value}"])
