@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from leap_convrnn.errors import UserError
@@ -167,6 +168,9 @@ class Config:
     #: Meta-train on this many processes (meta-batch split across ranks, gloo on CPU,
     #: NCCL on GPU); under torchrun the world size comes from torchrun instead.
     distributed: int = 1
+    #: Where the networks train: cpu, cuda, cuda:N, or auto (cuda when torch finds a CUDA
+    #: device, else cpu). Atari environments step on the CPU whatever it says.
+    device: str = "cpu"
     #: Per-method settings of an experiment: method name -> `meta.*` values used when
     #: that method is chosen (`methods: {fomaml: {meta_lr: 0.01}}`); see `method_settings`.
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -175,6 +179,7 @@ class Config:
 SEED_LIMIT = 2**32
 #: Characters W&B refuses in project names.
 _PROJECT_FORBIDDEN = set("/\\#?%:")
+_DEVICE = re.compile(r"cpu|auto|cuda(:[0-9]+)?")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 #: Words that look like a yes or a no: `resume` takes true or false for those.
 _NOT_RUN_IDS = {"yes", "no", "y", "n", "on", "off", "0", "1", "none", "null", "latest", "last"}
@@ -309,6 +314,8 @@ def validate(cfg: Config) -> None:
     _positive(cfg.keep_checkpoints, "keep_checkpoints")
     _positive(cfg.distributed, "distributed")
     _check_methods_blocks(cfg.methods)
+    if not _DEVICE.fullmatch(str(cfg.device)):
+        raise UserError(f"unknown device={cfg.device!r}; accepted: cpu, cuda, cuda:N, auto")
     if cfg.distributed > m.meta_batch_size:
         raise UserError(
             f"distributed={cfg.distributed} ranks need meta.meta_batch_size >= "
@@ -339,6 +346,25 @@ def to_config(node: DictConfig) -> Config:
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, Config)
     return obj
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device that `device=name` means (auto: cuda when torch finds one, else
+    cpu). Asking for CUDA that torch cannot reach is a one-line UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device={name} but torch finds no CUDA device (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda}); use device=cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"device={name} but torch finds {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
 
 
 def run_name(cfg: Config, job: str) -> str:

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from experiments.checkpoint import load_initialization, read_initialization
-from experiments.config import Config, run_name
+from experiments.config import Config, resolve_device, run_name
 from experiments.runner import (
     architecture,
     build_model,
@@ -351,7 +351,7 @@ def evaluate(cfg: Config) -> Evaluation:
     for source in sources:
         read_initialization(source.path)  # fail fast, before any data is loaded
     dist = task_distribution(cfg, cfg.eval.split)
-    model = build_model(cfg, dist)
+    model = build_model(cfg, dist).to(resolve_device(cfg.device))
     states = load_states(cfg, sources, dist, model)
     labels = list(dict.fromkeys(s.label for s in sources))
     replicates = max(s.replicate for s in sources) + 1
@@ -416,13 +416,16 @@ def _run_all(
     results: dict[str, MethodResult],
     stop: GracefulStop,
 ) -> list[list[Any]]:
-    """Train every run on every held-out task; return the per-task table's rows."""
+    """Train every run on every held-out task (its data on the model's device); return
+    the per-task table's rows."""
+    device = next(model.parameters()).device
     rows: list[list[Any]] = []
     total = len(cfg.eval.seeds) * cfg.eval.tasks * len(runs)
     bar = tqdm(total=total, desc="evaluate", disable=not cfg.progress, dynamic_ncols=True)
     with bar:
         for seed in cfg.eval.seeds:
-            held_out_tasks = dist.sample(cfg.eval.tasks, np.random.default_rng(10_000 + seed))
+            rng = np.random.default_rng(10_000 + seed)
+            held_out_tasks = [t.to(device) for t in dist.sample(cfg.eval.tasks, rng)]
             for index, task in enumerate(held_out_tasks):
                 for label, replicate, state in runs:
                     if state is not None:

@@ -29,7 +29,7 @@ from experiments.checkpoint import (
     TrainStateStore,
     save_initialization,
 )
-from experiments.config import Config, MetaConfig, run_name
+from experiments.config import Config, MetaConfig, resolve_device, run_name
 from experiments.families import load_task_family
 from experiments.folders import check_folders, remove_stale_initialization
 from experiments.resume import Resumed
@@ -318,8 +318,9 @@ def train(cfg: Config) -> dict[str, Any]:
 
 def _meta_train(cfg: Config, ranks: distributed.Ranks) -> dict[str, Any]:
     seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
     dist = task_distribution(cfg, "train")
-    model = build_model(cfg, dist)
+    model = build_model(cfg, dist).to(device)
     learner = build_learner(cfg.meta.name, model, cfg.meta.options, dist, cfg.seed)
     optimizer = meta_optimizer(learner.parameters(), cfg.meta)
     inner = cfg.meta.inner()
@@ -372,7 +373,7 @@ def _meta_train(cfg: Config, ranks: distributed.Ranks) -> dict[str, Any]:
         ):
             for step in bar:
                 tick, cpu_tick = time.perf_counter(), time.process_time()
-                batch = dist.sample(cfg.meta.meta_batch_size, sampler)
+                batch = [t.to(device) for t in dist.sample(cfg.meta.meta_batch_size, sampler)]
                 if optimizer is not None:
                     optimizer.zero_grad(set_to_none=True)
                 outcome = run_meta_batch(learner, model, batch, inner, ranks, step, stop)

@@ -134,6 +134,12 @@ class Task(ABC):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Held-out metrics of `model` (`loss`, `accuracy`), computed in eval mode."""
 
+    def to(self, device: torch.device | str) -> Task:
+        """This task with its data on `device` and the same minibatches as before. The
+        default keeps the task as is: a task whose data is produced on the fly (an
+        Atari game) follows the model's device itself."""
+        return self
+
 
 class TaskDistribution(ABC):
     """A distribution over tasks of one family (one split of it)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,17 @@ class ClassificationTask(Task):
     num_outputs: int
     seed: int
     augment: Augment | None = None
+
+    def to(self, device: torch.device | str) -> ClassificationTask:
+        """This task with its four tensors on `device`; the minibatch indices and the
+        augmentation's draws stay on the CPU generator, so the stream is unchanged."""
+        return replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+        )
 
     def batches(self, batch_size: int) -> Callable[[], Batch]:
         """A fresh minibatch stream over the training set, seeded with the task's seed."""
