@@ -374,7 +374,10 @@ def budget_text(record: dict[str, Any]) -> str:
         f"tasks x {b['inner_steps']} inner steps = {inner} inner steps, the same for every "
         f"method (MAML adapts for its own 5 steps per task, so it takes fewer), training seeds "
         f"{list(b['seeds'])}; held-out evaluation: {b['eval_tasks']} tasks x eval seeds "
-        f"{list(b['eval_seeds'])}, {b['inner_steps']} steps each. Wall-clock: "
+        f"{list(b['eval_seeds'])}, {b['inner_steps']} steps each. Figure 3 runs: "
+        f"{b['alphabet_meta_steps'] or b['meta_steps']} meta-steps, training seed 0; Table 1 "
+        f"runs: {b['multicv_meta_steps'] or b['meta_steps']} meta-steps; the ablation's "
+        "default Leap variant is the comparison's Leap run. Wall-clock: "
         f"{record['wall_seconds'] / 60:.1f} min for the whole suite with {record['jobs']} "
         f"runs at a time (process time per study, summed over runs: {spent})."
     )
