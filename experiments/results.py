@@ -509,7 +509,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale",
         choices=sorted(SCALES),
         default="full",
-        help="the budget: full (docs/results.md, about 2 h on 2 cores), quick (minutes), "
+        help="the budget: full (docs/results.md, 79 min on 2 cores), quick (minutes), "
         "tiny (the tests')",
     )
     parser.add_argument("--studies", nargs="+", choices=list(STUDIES), default=list(STUDIES))
