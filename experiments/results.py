@@ -89,7 +89,6 @@ SCALES = {
         inner_steps=40,
         eval_tasks=10,
         eval_seeds=(0,),
-        alphabet_models=("conv4", "convrnn_glyph"),
         alphabet_meta_steps=15,
         alphabet_counts_by_model=(("convrnn_glyph", (1, 5, 15, 25)),),
         multicv_meta_steps=15,
@@ -193,21 +192,18 @@ def _evaluation_cost(scale: Scale, model: str, initializations: int) -> float:
     return runs * scale.inner_steps * STEP_COST.get(model, 1.0)
 
 
+def _comparison_base(scale: Scale, work: Path, model: str) -> list[str]:
+    """The overrides shared by the comparison's runs of `model`, training and evaluate."""
+    base = ["experiment=suite_glyphs", f"model={model}", *_budget(scale, model)]
+    return [*base, *scale.glyph_options, *_where(work, "comparison", model)]
+
+
 def _train_job(
     scale: Scale, work: Path, study: str, model: str, method: str, seed: int, label: str
 ) -> Job:
     """The comparison's run of `method` on `model` with training seed `seed`, counted
     under `study` and `label` (the ablation's Leap variant is this run too)."""
-    argv = (
-        "train",
-        "experiment=suite_glyphs",
-        f"model={model}",
-        *_budget(scale, model),
-        *scale.glyph_options,
-        *_where(work, "comparison", model),
-        f"meta={method}",
-        f"seed={seed}",
-    )
+    argv = ("train", *_comparison_base(scale, work, model), f"meta={method}", f"seed={seed}")
     return Job(study, argv, label, _cost(scale, model, method))
 
 
@@ -223,8 +219,6 @@ def comparison(scale: Scale, work: Path) -> Study:
     """Every method on every model, `scale.seeds` training seeds each."""
     study = Study("comparison")
     for model in scale.models:
-        base = ["experiment=suite_glyphs", f"model={model}", *_budget(scale, model)]
-        base += [*scale.glyph_options, *_where(work, study.name, model)]
         for method in METHODS:
             for seed in scale.seeds:
                 study.train.append(
@@ -232,7 +226,7 @@ def comparison(scale: Scale, work: Path) -> Study:
                 )
         argv = (
             "evaluate",
-            *base,
+            *_comparison_base(scale, work, model),
             f"eval.methods={_listed(METHODS)}",
             f"eval.train_seeds={_listed(scale.seeds)}",
         )
@@ -286,8 +280,7 @@ def ablation(scale: Scale, work: Path) -> Study:
     for label, options in ABLATIONS.items():
         base = ["experiment=suite_glyphs", f"model={model}", "meta=leap"]
         base += [*_budget(scale, model), *scale.glyph_options, *_where(work, study.name, label)]
-        where = work / "runs" / ("comparison" if not options else study.name)
-        where = where / (model if not options else label)
+        where = work / "runs" / (f"{study.name}/{label}" if options else f"comparison/{model}")
         for seed in scale.seeds:
             if options:
                 argv = ("train", *base, *options, f"seed={seed}")
@@ -397,9 +390,11 @@ def run_jobs(
         spent_by_label = seconds.setdefault(job.study, {})
         spent_by_label[job.label] = spent_by_label.get(job.label, 0.0) + spent
 
-    unique = list({job.argv: job for job in reversed(jobs)}.values())[::-1]
+    unique: dict[tuple[str, ...], Job] = {}
+    for job in jobs:
+        unique.setdefault(job.argv, job)
     pending = []
-    for job in unique:
+    for job in unique.values():
         marker = finished / f"{job.key}.json"
         if marker.is_file():
             count(job, float(json.loads(marker.read_text())["seconds"]))
