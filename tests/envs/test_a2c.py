@@ -154,6 +154,9 @@ class RecordingHook:
 
 
 def test_hook_sees_unclipped_gradients_before_each_update() -> None:
+    # A fixed draw: some draws give a dead ReLU encoder (zero gradients), and the draw
+    # otherwise depends on the tests that ran before this one.
+    torch.manual_seed(0)
     encoder = TinyEncoder((4, 84, 84))
     agent = _agent(encoder)
     env = ScriptedVectorEnv(2, ends=[{4: "term"}, {}])
