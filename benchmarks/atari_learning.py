@@ -20,11 +20,15 @@ Two modes, each training agents from scratch with `envs.a2c.train` on every game
   says whether the return at the budget lies within that band.
 - `leap`: the Leap paper's learner (RMSprop lr 1e-4, eps 1e-4, 32 environments, rewards
   clipped to +-5) for the `atari_leap` experiment's inner-loop budget (its
-  `meta.inner_steps` A2C updates). It also plays `--random-episodes` episodes with
-  uniformly random actions, and reports whether the trained return moved away from the
-  random policy's: the difference of the means over the last 100 episodes of each seed
-  and the random episodes, with its standard error (Welch); "moved" when it is more than
-  two standard errors above zero.
+  `meta.inner_steps` A2C updates); `--experiment atari_small` checks that experiment's
+  inner loop (its learner and budget) instead. Did the inner loop learn? Each seed's
+  untrained agent (same draw as the one that trains) first plays `--random-episodes`
+  episodes with its own stochastic policy; the trained return (the last 100 episodes of
+  each seed's training run) is compared with those: "learned" when the difference of
+  the means is more than two standard errors (Welch) above zero. A uniformly random
+  policy's return is reported beside it, but is not the yardstick: an untrained
+  network's policy is not uniform (on ms_pacman its first episodes score twice the
+  uniform policy's), and a run can improve on its start while staying below uniform.
 
 The published reference (`BASELINES_A2C`): OpenAI Baselines, "Atari10M Comparison"
 (`benchmarks_atari10M.htm` in github.com/openai/baselines), the `a2c` learning curve of
@@ -129,12 +133,14 @@ def reference_settings(frames: int, model: str) -> Settings:
     return Settings(model, 7e-4, updates, options)
 
 
-def leap_settings(model: str, updates: int | None, lr: float | None) -> Settings:
-    """The `atari_leap` experiment's inner loop (the Leap paper's learner): its task
+def leap_settings(
+    model: str, updates: int | None, lr: float | None, experiment: str = "atari_leap"
+) -> Settings:
+    """An Atari experiment's inner loop (`atari_leap`: the Leap paper's learner): its task
     options, inner learning rate (or `lr`) and `meta.inner_steps` (or `updates`)."""
     from experiments.config import compose
 
-    cfg = compose(["experiment=atari_leap", "tracker=none"])
+    cfg = compose([f"experiment={experiment}", "tracker=none"])
     options = {k: v for k, v in cfg.task.options.items() if k != "game_pool"}
     return Settings(model, lr or cfg.meta.inner_lr, updates or cfg.meta.inner_steps, options)
 
@@ -192,6 +198,33 @@ def random_returns(game: str, settings: Settings, episodes: int, seed: int) -> l
             running[i] = 0.0
     env.close()
     return [first[i] for i in sorted(first)]
+
+
+def initial_policy_returns(game: str, settings: Settings, episodes: int, seed: int) -> list[float]:
+    """Returns of `episodes` games played by the untrained agent that `train_one(game,
+    settings, seed)` starts from, sampling actions from its policy."""
+    dist = envs.build([game], "train", **settings.a2c)
+    agent = dist.make_model(settings.model, {})
+    assert isinstance(agent, a2c.ActorCritic)
+    models.reinitialize(agent, seed)
+    env = make_env(game, episodes, dist.settings.env)
+    agent.head(game, int(env.single_action_space.n))  # type: ignore[attr-defined]
+    learner = a2c.A2C(agent, game, env, dist.settings.a2c, seed)
+    first: dict[int, float] = {}
+    with torch.no_grad():
+        while len(first) < episodes:
+            learner.step(learner.act()[0])
+            for episode in learner.episodes:
+                first.setdefault(episode.env_index, episode.episode_return)
+            learner.episodes.clear()
+    env.close()
+    return [first[i] for i in sorted(first)]
+
+
+def welch_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Difference of the means of `a` and `b` and its standard error (Welch)."""
+    (a_mean, a_se), (b_mean, b_se) = mean_se(a), mean_se(b)
+    return a_mean - b_mean, math.hypot(a_se, b_se)
 
 
 def finite_mean(values: list[float]) -> float:
@@ -270,9 +303,10 @@ def reference_mode(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def leap_mode(args: argparse.Namespace) -> dict[str, Any]:
-    settings = leap_settings(args.model, args.leap_updates, args.leap_lr)
+    settings = leap_settings(args.model, args.leap_updates, args.leap_lr, args.experiment)
     out: dict[str, Any] = {
         "settings": {
+            "experiment": args.experiment,
             "model": settings.model,
             "lr": settings.lr,
             "updates": settings.updates,
@@ -281,24 +315,37 @@ def leap_mode(args: argparse.Namespace) -> dict[str, Any]:
     }
     for game in args.games:
         result = run_game(game, settings, args.seeds, args.points)
+        initial = [
+            r
+            for seed in range(args.seeds)
+            for r in initial_policy_returns(game, settings, args.random_episodes, seed)
+        ]
         randoms = random_returns(game, settings, args.random_episodes, seed=12345)
-        r_mean, r_se = mean_se(randoms)
-        t_mean, t_se = mean_se(result.pop("last_episodes"))
-        diff, se = t_mean - r_mean, math.hypot(r_se, t_se)
+        trained = result.pop("last_episodes")
+        diff, se = welch_difference(trained, initial)
+        random_diff, random_se = welch_difference(trained, randoms)
         result.update(
             {
-                "random_return": r_mean,
-                "random_return_se": r_se,
+                "initial_policy_return": mean_se(initial)[0],
+                "initial_policy_return_se": mean_se(initial)[1],
+                "initial_policy_episodes": len(initial),
+                "trained_return": mean_se(trained)[0],
+                "trained_return_se": mean_se(trained)[1],
+                "trained_minus_initial": diff,
+                "trained_minus_initial_se": se,
+                "learned": bool(diff > 2 * se),  # False when nothing finished
+                "random_return": mean_se(randoms)[0],
+                "random_return_se": mean_se(randoms)[1],
                 "random_episodes": len(randoms),
-                "trained_minus_random": diff,
-                "trained_minus_random_se": se,
-                "moved_from_random": bool(diff > 2 * se),  # False when nothing finished
+                "trained_minus_random": random_diff,
+                "trained_minus_random_se": random_se,
             }
         )
         print(
-            f"{game}: Leap learner after {result['frames']:,} frames: {t_mean:.2f} +- {t_se:.2f}"
-            f" (last episodes); random policy {r_mean:.2f} +- {r_se:.2f}; moved: "
-            f"{result['moved_from_random']}",
+            f"{game}: after {result['frames']:,} frames {result['trained_return']:.2f} +- "
+            f"{result['trained_return_se']:.2f} (last episodes); untrained agents "
+            f"{result['initial_policy_return']:.2f} +- {result['initial_policy_return_se']:.2f}"
+            f"; uniform random {result['random_return']:.2f}; learned: {result['learned']}",
             flush=True,
         )
         out[game] = result
@@ -326,7 +373,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--leap-lr", type=float, default=None, help="leap mode: RMSprop lr (default: 1e-4)"
     )
-    parser.add_argument("--random-episodes", type=int, default=32)
+    parser.add_argument(
+        "--experiment",
+        default="atari_leap",
+        help="leap mode: the Atari experiment whose inner loop is checked (default: atari_leap)",
+    )
+    parser.add_argument(
+        "--random-episodes",
+        type=int,
+        default=32,
+        help="leap mode: episodes of each untrained agent and of the uniform policy",
+    )
     parser.add_argument("--points", type=int, default=20, help="points per learning curve")
     parser.add_argument(
         "--threads",

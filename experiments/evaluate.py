@@ -12,7 +12,8 @@ normalized score), each as mean and 95% Student-t CI over tasks, seeds and repli
 the paired difference to a reference method (Leap by default) with its paired-t CI over
 tasks; and the interquartile mean and the probability of improving on the reference,
 with stratified-bootstrap CIs (Agarwal et al. 2021; `experiments.stats.aggregates`).
-Learning curves and a per-task table go to the tracker.
+Learning curves and a per-task table go to the tracker; the curves per held-out task
+(mean and 95% CI per method) are drawn to `<run dir>/plots/<task>__<curve>.png`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from experiments.checkpoint import load_initialization, read_initialization
 from experiments.config import Config, resolve_device, run_name
+from experiments.plots import plot_task_curves
 from experiments.runner import (
     architecture,
     build_model,
@@ -89,7 +91,8 @@ class Source:
 class MethodResult:
     """Per-task results of one method on the evaluation tasks.
 
-    Entry k is the run on task `keys[k]` = (eval seed, task index, replicate). `held_out`
+    Entry k is the run on task `keys[k]` = (eval seed, task index, replicate), named
+    `tasks[k]` (an Atari game; a vision task's sampled classes). `held_out`
     maps each metric of `Task.evaluate` (vision: `accuracy`, `loss`; Atari:
     `episode_return`, `normalized_score`) to its value per entry; `curves` maps
     `train_loss` and each of the inner loop's own curves to one curve per entry.
@@ -102,15 +105,19 @@ class MethodResult:
     method: str
     initializations: list[str] = field(default_factory=list)
     keys: list[tuple[int, int, int]] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
     auc: list[float] = field(default_factory=list)
     held_out: dict[str, list[float]] = field(default_factory=dict)
     inner_metrics: dict[str, list[float]] = field(default_factory=dict)
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
     return_auc: list[float] = field(default_factory=list)
 
-    def add(self, key: tuple[int, int, int], run: InnerLoopResult, held: dict[str, float]) -> None:
+    def add(
+        self, key: tuple[int, int, int], task: str, run: InnerLoopResult, held: dict[str, float]
+    ) -> None:
         """Record one task's inner loop and held-out metrics."""
         self.keys.append(key)
+        self.tasks.append(task)
         self.auc.append(run.auc)
         for name, value in held.items():
             self.held_out.setdefault(name, []).append(value)
@@ -148,6 +155,15 @@ class MethodResult:
             mean, half = mean_ci(values)
             out[f"eval/{self.method}/{name}"] = mean
             out[f"eval/{self.method}/{name}_ci95"] = half
+        return out
+
+    def curves_by_task(self, name: str) -> dict[str, list[list[tuple[int, float]]]]:
+        """Curve `name` of every entry as (inner step, value) pairs without its NaN points,
+        grouped by task name."""
+        out: dict[str, list[list[tuple[int, float]]]] = {}
+        for task, curve in zip(self.tasks, self.curves.get(name, []), strict=False):
+            points = [(k, v) for k, v in enumerate(curve) if math.isfinite(v)]
+            out.setdefault(task, []).append(points)
         return out
 
     def mean_curve(self, name: str) -> list[float]:
@@ -388,6 +404,9 @@ def evaluate(cfg: Config) -> Evaluation:
             list(results.values()), reference, compare_methods(list(results.values()), reference)
         )
         log_evaluation_curves(tracker, evaluation.results, rows)
+        for name in evaluation.results[0].curves:
+            by_method = {r.method: r.curves_by_task(name) for r in evaluation.results}
+            plot_task_curves(by_method, name, cfg.experiment, tracker.run_dir / "plots")
         summary: dict[str, Any] = {
             "eval/steps": inner.steps,
             "perf/tasks_per_s": len(rows) / seconds,
@@ -436,7 +455,7 @@ def _run_all(
                         )
                     run = task.inner_loop(model, inner)
                     held = task.evaluate(model)
-                    results[label].add((seed, index, replicate), run, held)
+                    results[label].add((seed, index, replicate), task.name, run, held)
                     rows.append([label, replicate, seed, index, task.name, run.auc, *held.values()])
                     bar.update()
                     if stop.signum is not None:

@@ -147,3 +147,43 @@ def plot_learning_curves(
                 plot_kind(series, kind, experiment, path)
                 written.append(path)
     return written
+
+
+MAX_TASK_PANELS = 6
+"""`plot_task_curves` draws one figure per held-out task up to this many tasks; with
+more, or with tasks met only once (vision tasks are sampled anew per seed), one pooled
+figure."""
+
+
+def plot_task_curves(
+    by_method: dict[str, dict[str, list[list[tuple[int, float]]]]],
+    curve: str,
+    experiment: str,
+    out_dir: Path,
+) -> list[Path]:
+    """Write `<out_dir>/<task>__<curve>.png`: per held-out task, each method's learning
+    curve `curve` (mean over seeds and replicates, 95% CI band). `by_method` maps method
+    -> task -> curves of (inner step, value) pairs. Returns the paths written."""
+    tasks = sorted({task for groups in by_method.values() for task in groups})
+    repeated = all(len(c) > 1 for groups in by_method.values() for c in groups.values())
+    if len(tasks) > MAX_TASK_PANELS or not repeated:
+        by_method = {
+            method: {"held-out tasks": [c for curves in groups.values() for c in curves]}
+            for method, groups in by_method.items()
+        }
+        tasks = ["held-out tasks"]
+    label = curve.removeprefix("train_").replace("_", " ")
+    written = []
+    for task in tasks:
+        series = {m: groups[task] for m, groups in by_method.items() if groups.get(task)}
+        kind = CurveKind(
+            f"{_file_part(task)}__{curve}",
+            f"{task}, {label} while training from each initialization",
+            re.escape(curve),
+            "inner step (A2C update for Atari)",
+            label,
+        )
+        path = out_dir / f"{kind.stem}.png"
+        plot_kind(series, kind, experiment, path)
+        written.append(path)
+    return written

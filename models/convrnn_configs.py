@@ -25,8 +25,9 @@ channels and the memory depth (for tiny test models).
   self-gates are 1x1. An SGD step (batch 20, 1 thread) costs about 2.8x that of
   conv4 on a shared 2-core CPU (`python -m benchmarks.convrnn_throughput --threads 1`).
 - `convrnn_atari`: an encoder for 84x84 Atari frames (Nature-DQN convolutions,
-  RGC cells in conv2 and conv3, feedback conv3->conv2, `full` unrolling); its head
-  is Linear + ReLU features of size `num_outputs`; use `step` for acting.
+  RGC cells in conv2 and conv3 with tanh updates, feedback conv3->conv2, `full`
+  unrolling); its head is Linear + ReLU features of size `num_outputs`; use `step`
+  for acting.
 - `<name>_ff` for each: the feedforward twin (cell "none", no feedback edges,
   `full` unrolling for one step), with the same parameter names as its ConvRNN.
 
@@ -355,6 +356,12 @@ CONVRNN_ATARI = NamedConfig(
         # Not a released model: PyTorch's initializers. With the released ones, A2C on this
         # encoder diverges within 5 updates (RMSprop 7e-4 or 1e-4).
         "init": "torch",
+        # Bounded cell updates: an agent's encoder carries its state over a whole episode
+        # (thousands of steps), where the released elu lets the RGC memory integrate
+        # without bound; with elu, A2C on ms_pacman diverged within 35 updates (RMSprop
+        # 1e-4 or 7e-4), the state growing tenfold per update.
+        "out_activation": "tanh",
+        "cell_activation": "tanh",
     },
     reference_input=(4, 84, 84),
     reference_outputs=256,

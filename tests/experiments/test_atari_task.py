@@ -223,6 +223,11 @@ def test_atari_small_trains_then_evaluates_on_its_held_out_games(experiment, tmp
         assert len(games) == 4  # 2 seeds x 2 held-out games
         assert set(r.figures()) == {"return_auc", "episode_return", "normalized_score"}
         assert all(math.isfinite(v) for v in r.held_out["normalized_score"])
+        assert sorted(set(r.tasks)) == ["breakout", "space_invaders"]
+    model = cfg.model.name
+    plots = tmp_path / f"{experiment}-leap-{model}-seed0-eval" / "plots"
+    for game in ("breakout", "space_invaders"):
+        assert (plots / f"{game}__train_episode_return.png").stat().st_size > 0
 
 
 def test_meta_training_logs_prefixed_metrics_ignoring_missing_values():

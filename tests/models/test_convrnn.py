@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import learn2learn as l2l
 import pytest
 import torch
@@ -611,3 +613,30 @@ def test_compiled_model_equals_eager_in_outputs_and_gradients():
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
     for ours, theirs in zip(compiled_grads, eager_grads, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def _largest_state(model: torch.nn.Module, frames: int, scale: float) -> float:
+    """Largest |value| in the cells' state after `frames` steps on one 36x36 stream,
+    with every weight of `model` multiplied by `scale` (weights moved by training)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+        state = model.initial_state(2)
+        for _ in range(frames):
+            _, state = model.step(torch.rand(2, 4, 36, 36), state)
+    values = [t for cell in state["cells"] if cell for t in cell.values()]
+    return max(float(t.abs().max()) for t in values)
+
+
+def test_the_atari_encoder_state_stays_bounded_over_an_episode():
+    """An agent's encoder carries its state over thousands of steps: the tanh cell
+    updates of `convrnn_atari` keep it within [-1, 1] where the released elu lets the
+    memory grow (and A2C diverged)."""
+    bounded = models.build("convrnn_atari", (4, 36, 36), 16, width=0.25)
+    assert _largest_state(bounded, frames=200, scale=3.0) <= 1.0
+    released = models.build(
+        "convrnn_atari", (4, 36, 36), 16, width=0.25, out_activation="elu", cell_activation="elu"
+    )
+    grown = _largest_state(released, frames=200, scale=3.0)
+    assert math.isnan(grown) or grown > 10.0  # grows without bound, then overflows
