@@ -1,7 +1,7 @@
 """Does the A2C learner learn? Learning curves on Breakout and Pong against a published one.
 
     python -m benchmarks.atari_learning                        # both modes, 3 seeds
-    python -m benchmarks.atari_learning --mode reference --frames 6000000
+    python -m benchmarks.atari_learning --mode reference --frames 6000000   # 1.5M agent steps
     python -m benchmarks.atari_learning --mode leap --seeds 3
 
 Two modes, each training agents from scratch with `envs.a2c.train` on every game of
@@ -17,7 +17,8 @@ Two modes, each training agents from scratch with `envs.a2c.train` on every game
   changes the returns). The curve (raw game score: the mean of the last 100 finished
   episodes, as Baselines logs it, against emulator frames; mean over seeds) is shown beside
   the published Baselines A2C curve at the same frames, with its shaded band, and the JSON
-  says whether the return at the budget lies within that band.
+  says whether the return at the budget lies within that band, and whether the agents
+  learned (the check below).
 - `leap`: the Leap paper's learner (RMSprop lr 1e-4, eps 1e-4, 32 environments, rewards
   clipped to +-5) for the `atari_leap` experiment's inner-loop budget (its
   `meta.inner_steps` A2C updates); `--experiment atari_small` checks that experiment's
@@ -280,7 +281,7 @@ def reference_mode(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"settings": {"model": settings.model, "lr": settings.lr, **settings.a2c}}
     for game in args.games:
         result = run_game(game, settings, args.seeds, args.points)
-        result.pop("last_episodes")
+        result.update(learning_check(game, settings, args, result.pop("last_episodes")))
         ref = published(game, result["env_steps"])
         result["published"] = ref
         result["published_curve"] = [
@@ -302,6 +303,45 @@ def reference_mode(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def learning_check(
+    game: str, settings: Settings, args: argparse.Namespace, trained: list[float]
+) -> dict[str, Any]:
+    """Did training learn? The trained return (`trained`: the last episodes of every
+    seed's run) against each seed's untrained agent and a uniformly random policy (see
+    the module docstring); prints one line."""
+    initial = [
+        r
+        for seed in range(args.seeds)
+        for r in initial_policy_returns(game, settings, args.random_episodes, seed)
+    ]
+    randoms = random_returns(game, settings, args.random_episodes, seed=12345)
+    diff, se = welch_difference(trained, initial)
+    random_diff, random_se = welch_difference(trained, randoms)
+    out = {
+        "initial_policy_return": mean_se(initial)[0],
+        "initial_policy_return_se": mean_se(initial)[1],
+        "initial_policy_episodes": len(initial),
+        "trained_return": mean_se(trained)[0],
+        "trained_return_se": mean_se(trained)[1],
+        "trained_minus_initial": diff,
+        "trained_minus_initial_se": se,
+        "learned": bool(diff > 2 * se),  # False when nothing finished
+        "random_return": mean_se(randoms)[0],
+        "random_return_se": mean_se(randoms)[1],
+        "random_episodes": len(randoms),
+        "trained_minus_random": random_diff,
+        "trained_minus_random_se": random_se,
+    }
+    print(
+        f"{game}: last episodes {out['trained_return']:.2f} +- {out['trained_return_se']:.2f}"
+        f"; untrained agents {out['initial_policy_return']:.2f} +- "
+        f"{out['initial_policy_return_se']:.2f}; uniform random {out['random_return']:.2f}"
+        f"; learned: {out['learned']}",
+        flush=True,
+    )
+    return out
+
+
 def leap_mode(args: argparse.Namespace) -> dict[str, Any]:
     settings = leap_settings(args.model, args.leap_updates, args.leap_lr, args.experiment)
     out: dict[str, Any] = {
@@ -315,39 +355,7 @@ def leap_mode(args: argparse.Namespace) -> dict[str, Any]:
     }
     for game in args.games:
         result = run_game(game, settings, args.seeds, args.points)
-        initial = [
-            r
-            for seed in range(args.seeds)
-            for r in initial_policy_returns(game, settings, args.random_episodes, seed)
-        ]
-        randoms = random_returns(game, settings, args.random_episodes, seed=12345)
-        trained = result.pop("last_episodes")
-        diff, se = welch_difference(trained, initial)
-        random_diff, random_se = welch_difference(trained, randoms)
-        result.update(
-            {
-                "initial_policy_return": mean_se(initial)[0],
-                "initial_policy_return_se": mean_se(initial)[1],
-                "initial_policy_episodes": len(initial),
-                "trained_return": mean_se(trained)[0],
-                "trained_return_se": mean_se(trained)[1],
-                "trained_minus_initial": diff,
-                "trained_minus_initial_se": se,
-                "learned": bool(diff > 2 * se),  # False when nothing finished
-                "random_return": mean_se(randoms)[0],
-                "random_return_se": mean_se(randoms)[1],
-                "random_episodes": len(randoms),
-                "trained_minus_random": random_diff,
-                "trained_minus_random_se": random_se,
-            }
-        )
-        print(
-            f"{game}: after {result['frames']:,} frames {result['trained_return']:.2f} +- "
-            f"{result['trained_return_se']:.2f} (last episodes); untrained agents "
-            f"{result['initial_policy_return']:.2f} +- {result['initial_policy_return_se']:.2f}"
-            f"; uniform random {result['random_return']:.2f}; learned: {result['learned']}",
-            flush=True,
-        )
+        result.update(learning_check(game, settings, args, result.pop("last_episodes")))
         out[game] = result
     return out
 
@@ -360,8 +368,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--frames",
         type=int,
-        default=6_000_000,
-        help="reference mode: emulator frames per run (default: 6M = 1.5M agent steps)",
+        default=480_000,
+        help=(
+            "reference mode: emulator frames per run (default: 480k = 120k agent steps, "
+            "about 15 min per game for 3 seeds on one thread of a 2-core machine)"
+        ),
     )
     parser.add_argument("--model", default="nature_cnn", help="encoder (default: nature_cnn)")
     parser.add_argument(
