@@ -51,11 +51,32 @@ def _source(initializations: Sequence[str]) -> str:
     return Path(paths[0]).parent.name if len(paths) == 1 else f"{len(paths)} runs"
 
 
+def print_per_task(evaluation: Evaluation, markdown: bool = False) -> None:
+    """Each method's figures per held-out task (mean ± 95% CI over seeds and replicates),
+    when every task was met more than once (Atari games: their scores differ in scale, so
+    the pooled table mixes them); nothing for vision tasks, drawn anew for each seed."""
+    results = evaluation.results
+    tasks = sorted({t for r in results for t in r.tasks})
+    if not tasks or any(r.tasks.count(t) < 2 for r in results for t in set(r.tasks)):
+        return
+    figures = list(results[0].figures())
+    rows = []
+    for task in tasks:
+        for r in results:
+            index = [k for k, t in enumerate(r.tasks) if t == task]
+            values = r.figures()
+            cells = [format_ci(*mean_ci([values[f][k] for k in index])) for f in figures]
+            rows.append([task, r.method, *cells, str(len(index))])
+    columns = ["task", "method", *[_figure(f) for f in figures], "runs"]
+    print_table("per held-out task (mean ± 95% CI)", columns, rows, markdown=markdown)
+
+
 def print_evaluation(evaluation: Evaluation, title: str, markdown: bool = False) -> None:
     """Two tables: each method's figures (mean ± 95% CI over tasks, seeds and replicates)
     and what it starts from; then, per method and figure, the paired difference to the
     reference (± 95% paired-t CI over tasks), the interquartile mean and the probability
-    of being better than the reference (95% stratified-bootstrap CIs)."""
+    of being better than the reference (95% stratified-bootstrap CIs). A third, per
+    held-out task, where tasks repeat (`print_per_task`)."""
     results = evaluation.results
     figures = list(results[0].figures()) if results else []
     direction = {f: "higher" if higher_is_better(f) else "lower" for f in figures}
@@ -99,3 +120,4 @@ def print_evaluation(evaluation: Evaluation, title: str, markdown: bool = False)
             rows,
             markdown=markdown,
         )
+    print_per_task(evaluation, markdown=markdown)
