@@ -28,8 +28,8 @@ Two modes, each training agents from scratch with `envs.a2c.train` on every game
   each seed's training run) is compared with those: "learned" when the difference of
   the means is more than two standard errors (Welch) above zero. A uniformly random
   policy's return is reported beside it, but is not the yardstick: an untrained
-  network's policy is not uniform (on ms_pacman its first episodes score twice the
-  uniform policy's), and a run can improve on its start while staying below uniform.
+  network's policy is not uniform (on qbert the untrained agents scored 118, the uniform
+  policy 177), and a run can improve on its start while staying below uniform.
 
 The published reference (`BASELINES_A2C`): OpenAI Baselines, "Atari10M Comparison"
 (`benchmarks_atari10M.htm` in github.com/openai/baselines), the `a2c` learning curve of
