@@ -92,7 +92,7 @@ class MethodResult:
     """Per-task results of one method on the evaluation tasks.
 
     Entry k is the run on task `keys[k]` = (eval seed, task index, replicate), named
-    `tasks[k]` (an Atari game; a vision task's sampled classes). `held_out`
+    `tasks[k]` (the task's name: an Atari game's, a vision task's own). `held_out`
     maps each metric of `Task.evaluate` (vision: `accuracy`, `loss`; Atari:
     `episode_return`, `normalized_score`) to its value per entry; `curves` maps
     `train_loss` and each of the inner loop's own curves to one curve per entry.
@@ -161,7 +161,9 @@ class MethodResult:
         """Curve `name` of every entry as (inner step, value) pairs without its NaN points,
         grouped by task name."""
         out: dict[str, list[list[tuple[int, float]]]] = {}
-        for task, curve in zip(self.tasks, self.curves.get(name, []), strict=False):
+        if name not in self.curves:
+            return out
+        for task, curve in zip(self.tasks, self.curves[name], strict=True):
             points = [(k, v) for k, v in enumerate(curve) if math.isfinite(v)]
             out.setdefault(task, []).append(points)
         return out
