@@ -315,19 +315,20 @@ def learning_check(
         for r in initial_policy_returns(game, settings, args.random_episodes, seed)
     ]
     randoms = random_returns(game, settings, args.random_episodes, seed=12345)
+    (t_mean, t_se), (i_mean, i_se), (r_mean, r_se) = map(mean_se, (trained, initial, randoms))
     diff, se = welch_difference(trained, initial)
     random_diff, random_se = welch_difference(trained, randoms)
     out = {
-        "initial_policy_return": mean_se(initial)[0],
-        "initial_policy_return_se": mean_se(initial)[1],
+        "initial_policy_return": i_mean,
+        "initial_policy_return_se": i_se,
         "initial_policy_episodes": len(initial),
-        "trained_return": mean_se(trained)[0],
-        "trained_return_se": mean_se(trained)[1],
+        "trained_return": t_mean,
+        "trained_return_se": t_se,
         "trained_minus_initial": diff,
         "trained_minus_initial_se": se,
         "learned": bool(diff > 2 * se),  # False when nothing finished
-        "random_return": mean_se(randoms)[0],
-        "random_return_se": mean_se(randoms)[1],
+        "random_return": r_mean,
+        "random_return_se": r_se,
         "random_episodes": len(randoms),
         "trained_minus_random": random_diff,
         "trained_minus_random_se": random_se,

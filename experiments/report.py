@@ -61,11 +61,11 @@ def print_per_task(evaluation: Evaluation, markdown: bool = False) -> None:
         return
     figures = list(results[0].figures())
     rows = []
+    values = {r.method: r.figures() for r in results}
     for task in tasks:
         for r in results:
             index = [k for k, t in enumerate(r.tasks) if t == task]
-            values = r.figures()
-            cells = [format_ci(*mean_ci([values[f][k] for k in index])) for f in figures]
+            cells = [format_ci(*mean_ci([values[r.method][f][k] for k in index])) for f in figures]
             rows.append([task, r.method, *cells, str(len(index))])
     columns = ["task", "method", *[_figure(f) for f in figures], "runs"]
     print_table("per held-out task (mean ± 95% CI)", columns, rows, markdown=markdown)
