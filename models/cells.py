@@ -11,7 +11,11 @@ channels; a cell whose `feedback_entry` is "input" never sees it (the layer adds
 it to the drive before its activation, which equals concatenating the feedback
 to the layer input, Nayebi et al. 2018 Sec. 3), a cell whose `feedback_entry` is
 "cell" adds it where its equations say. `bypass` is the layer's input before its
-convolution; only the median reciprocal gated cell reads it.
+convolution; only the reciprocal gated cells read it, through the term
+`cell.bypass_term(bypass, size)` (the part of the cell's computation that depends on
+the layer's input alone). A layer whose input has not changed since the last step
+passes the term it already has as `bypass_term` instead, and the cell skips
+recomputing it.
 
 A state of None stands for zeros: the state-to-gate convolutions then reduce to
 their biases, so the first time step skips them (the results are identical to
@@ -47,6 +51,7 @@ from torch import Tensor, nn
 
 from leap_convrnn.errors import UserError
 from leap_convrnn.registry import Registry
+from models.shared_weights import conv2d as shared_conv2d
 
 State = dict[str, Tensor]
 Activation = Callable[[Tensor], Tensor]
@@ -224,6 +229,15 @@ class InitConv2d(nn.Conv2d):
             with torch.no_grad():
                 self.bias.copy_(torch.as_tensor(self.bias_value).expand_as(self.bias))
 
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The convolution; inside `shared_weights()` its weight gradient is computed once
+        for every time step that used it (`models.shared_weights`)."""
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super()._conv_forward(input, weight, bias)
+        return shared_conv2d(
+            input, weight, bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
 
 class InitLinear(nn.Linear):
     """nn.Linear whose `reset_parameters` draws from `scheme` (None: PyTorch's default)."""
@@ -395,12 +409,18 @@ class Cell(nn.Module):
             for name, channels in self.state_channels.items()
         }
 
+    def bypass_term(self, bypass: Tensor, size: tuple[int, int]) -> Tensor | None:
+        """The cell's term that depends on the layer's input `bypass` alone, at the
+        drive's spatial `size` (None: the cell does not read the layer's input)."""
+        return None
+
     def forward(
         self,
         x: Tensor,
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         raise NotImplementedError
 
@@ -429,12 +449,13 @@ def affine_gate(
     return value + offset if offset != 0.0 else value
 
 
-def match_size(r: Tensor, x: Tensor) -> Tensor:
-    """`r` resized bilinearly to the spatial size of `x` (corners aligned, as the released
-    TF code's `resize_images(..., align_corners=True)`)."""
-    if r.shape[-2:] == x.shape[-2:]:
+def match_size(r: Tensor, size: tuple[int, int]) -> Tensor:
+    """`r` resized bilinearly to the spatial `size` (H, W) with corners aligned, as the
+    released harbor's `tf.image.resize_images(..., align_corners=True)`; a no-op when
+    already there."""
+    if tuple(r.shape[-2:]) == tuple(size):
         return r
-    return F.interpolate(r, size=x.shape[-2:], mode="bilinear", align_corners=True)
+    return F.interpolate(r, size=size, mode="bilinear", align_corners=True)
 
 
 def reciprocal_update(
@@ -516,20 +537,29 @@ class ReciprocalGatedCell(Cell):
         self._out = activation(config.out_activation)
         self._cell = activation(config.cell_activation)
 
+    def bypass_term(self, bypass: Tensor, size: tuple[int, int]) -> Tensor | None:
+        """W_rh * r, r resized to `size` (None without `bypass`)."""
+        if self.from_r is None:
+            return None
+        return self.from_r(match_size(bypass, size))
+
     def forward(
         self,
         x: Tensor,
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         h, c = _get(state, "h"), _get(state, "c")
         hh, hc = self.from_h(h)
         cc, ch = self.from_c(c)
         if self.from_r is not None:
-            if bypass is None:
-                raise ValueError("the RGC with `bypass` needs the layer's input as `bypass`")
-            ch = ch + self.from_r(match_size(bypass, x))
+            if bypass_term is None:
+                if bypass is None:
+                    raise ValueError("the RGC with `bypass` needs the layer's input as `bypass`")
+                bypass_term = self.bypass_term(bypass, (x.shape[-2], x.shape[-1]))
+            ch = ch + bypass_term
         drive = self.to_out(x) if self.to_out is not None else x
         if feedback is not None:
             drive = drive + feedback
@@ -592,14 +622,29 @@ class MedianReciprocalGatedCell(Cell):
         """Variance scaling with the cell's own scale (`init_scale`)."""
         return ("variance_scaling", self._scale)
 
-    def _drive(self, x: Tensor, feedback: Tensor | None, bypass: Tensor | None) -> Tensor:
+    def bypass_term(self, bypass: Tensor, size: tuple[int, int]) -> Tensor | None:
+        """P r, r resized to `size` (None without `bypass`)."""
+        if not self.use_bypass:
+            return None
+        bypass = match_size(bypass, size)
+        return self.project(bypass) if self.project is not None else bypass
+
+    def _drive(
+        self,
+        x: Tensor,
+        feedback: Tensor | None,
+        bypass: Tensor | None,
+        bypass_term: Tensor | None,
+    ) -> Tensor:
         """The output drive W_xh * x + P r + f."""
         drive = self.to_out(x) if self.to_out is not None else x
         if self.use_bypass:
-            if bypass is None:
-                raise ValueError("the median RGC needs the layer's input as `bypass`")
-            bypass = match_size(bypass, x)
-            drive = drive + (self.project(bypass) if self.project is not None else bypass)
+            if bypass_term is None:
+                if bypass is None:
+                    raise ValueError("the median RGC needs the layer's input as `bypass`")
+                bypass_term = self.bypass_term(bypass, (x.shape[-2], x.shape[-1]))
+            assert bypass_term is not None
+            drive = drive + bypass_term
         if feedback is not None:
             drive = drive + feedback
         return drive
@@ -610,13 +655,14 @@ class MedianReciprocalGatedCell(Cell):
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         h, c = _get(state, "h"), _get(state, "c")
         hh, hc = self.from_h(h)
         cc, ch = self.from_c(c)
         c_next = reciprocal_update(c, self.to_cell(x), cc, hc, self.config, self._cell)
         h_next = reciprocal_update(
-            h, self._drive(x, feedback, bypass), hh, ch, self.config, self._out
+            h, self._drive(x, feedback, bypass, bypass_term), hh, ch, self.config, self._out
         )
         return h_next, {"h": h_next, "c": c_next}
 
@@ -645,6 +691,7 @@ class TimeDecayCell(Cell):
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         h = _get(state, "h")
         h_next = x if h is None else torch.addcmul(x, self.decay, h)
@@ -672,6 +719,7 @@ class VanillaRNNCell(Cell):
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         (xh,) = self.from_x(x)
         (hh,) = self.from_h(_get(state, "h"))
@@ -715,6 +763,7 @@ class ConvGRUCell(Cell):
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         h = _get(state, "h")
         xr, xu, xn = self.from_x(x)
@@ -751,6 +800,7 @@ class ConvLSTMCell(Cell):
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         c = _get(state, "c")
         i, f, o, g = (
@@ -788,6 +838,7 @@ class UGRNNCell(Cell):
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         h = _get(state, "h")
         (xg, xn), (hg, hn) = self.from_x(x), self.from_h(h)
@@ -823,6 +874,7 @@ class IntersectionRNNCell(Cell):
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         h = _get(state, "h")
         y_pre, h_pre, gy_pre, gh_pre = (
@@ -847,5 +899,6 @@ class IdentityCell(Cell):
         state: State | None,
         feedback: Tensor | None = None,
         bypass: Tensor | None = None,
+        bypass_term: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         return x, {}

@@ -56,6 +56,22 @@ in NHWC memory layout, which mkldnn and cuDNN run faster; the parameters are sti
 plain dense tensors (`reshape`, `copy_`, `state_dict` work as usual; `view(-1)` on
 a 4-D weight does not).
 
+What a forward call does not compute (each exact: the same logits and gradients, tested
+against the reference port in `benchmarks/reference_port.py` and against readout "all"):
+
+- a convolution of an input that has not changed since the last step (a constant image,
+  the output of a layer without state): the layer's convolution and the cell's bypass
+  term of it are reused;
+- the steps of a layer that cannot reach the readout (`last_needed_steps`: under the
+  biological unrolling, the bottom layers' last ten of seventeen steps);
+- the batch, before the input reaches a layer: its inputs are then zeros for every
+  example, so it runs on one row that is broadcast where the input arrives (not with
+  BatchNorm);
+- the projection of a feedback source not produced yet (its bias alone);
+- a weight gradient per step, for the convolutions whose weight outweighs their maps
+  (`models.shared_weights`: one batched gradient over the steps), and the kernel taps
+  that only ever meet zero padding (a 7x7 depthwise kernel on a 2x2 map).
+
 `set_recurrence(False)` switches every cell and feedback edge off (an ablation):
 the network is then its feedforward twin, with identical outputs for the same
 weights.
@@ -86,6 +102,7 @@ from models.cells import (
     match_size,
     same_conv,
 )
+from models.shared_weights import shared_weights
 from models.state import map_state
 
 UNROLLS = ("biological", "full")
@@ -249,14 +266,6 @@ def make_norm(name: str, channels: int, steps: int = 1) -> nn.Module:
     raise UserError(f"unknown norm {name!r}; accepted: {', '.join(NORMS)}")
 
 
-def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize to `size` with corners aligned, as the released harbor's
-    `tf.image.resize_images(..., align_corners=True)` (no-op when already there)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-
-
 class Layer(nn.Module):
     """Input aggregation, convolution, normalization + activation, cell, pooling."""
 
@@ -311,12 +320,26 @@ class Layer(nn.Module):
         if cell_too:
             self.cell.init_released()
 
-    def convolve(self, ff: Tensor) -> Tensor:
-        """The layer's convolution of its main input (NHWC in memory if channels_last)."""
+    def convolve(self, ff: Tensor, with_bypass: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The layer's convolution of its main input `ff` (NHWC in memory if channels_last)
+        and, `with_bypass`, the cell's term of `ff` (`Cell.bypass_term`; None when the
+        cell reads no bypass)."""
         z = self.conv(ff)
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
-        return z
+        term = None
+        if with_bypass and self.cell.uses_bypass:
+            term = self.cell.bypass_term(ff, (z.shape[-2], z.shape[-1]))
+        return z, term
+
+    def project(self, name: str, source: Tensor | None, size: tuple[int, int]) -> Tensor | None:
+        """The projection of extra input `name` resized to `size`; a source not produced yet
+        (None) is zeros, whose projection is the bias alone, (1, C, 1, 1) (None: no bias)."""
+        conv = self.extra[name]
+        assert isinstance(conv, nn.Conv2d)
+        if source is not None:
+            return conv(match_size(source, size))
+        return None if conv.bias is None else conv.bias.view(1, -1, 1, 1)
 
     @property
     def has_cell(self) -> bool:
@@ -325,22 +348,24 @@ class Layer(nn.Module):
     def forward(
         self,
         ff: Tensor,
-        extra: Mapping[str, Tensor],
+        extra: Mapping[str, Tensor | None],
         state: State | None,
         recurrent: bool,
-        z: Tensor | None = None,
+        convolved: tuple[Tensor, Tensor | None] | None = None,
         time: int = 0,
     ) -> tuple[Tensor, State | None]:
         """Output of the layer (after pooling) and the cell's next state at step `time`.
 
-        `z` is `self.conv(ff)` when the caller already has it (an unchanged input).
+        `extra` maps each extra input to its source's output (None: not produced yet, i.e.
+        zeros). `convolved` is `self.convolve(ff, recurrent)` when the caller already has
+        it (an unchanged input).
         """
-        if z is None:
-            z = self.convolve(ff)
+        z, bypass_term = self.convolve(ff, recurrent) if convolved is None else convolved
         feedback: Tensor | None = None
         for name, source in extra.items():
-            projected = self.extra[name](resize(source, (z.shape[-2], z.shape[-1])))
-            feedback = projected if feedback is None else feedback + projected
+            projected = self.project(name, source, (z.shape[-2], z.shape[-1]))
+            if projected is not None:
+                feedback = projected if feedback is None else feedback + projected
         if feedback is not None and self.cell.feedback_entry == "input":
             z = z + feedback
             feedback = None
@@ -349,9 +374,9 @@ class Layer(nn.Module):
             return self._act(self.pool(z)), state  # = pool(act(z)): act is monotone
         z = self._act(z)
         if recurrent:
-            z, state = self.cell(z, state, feedback=feedback, bypass=ff)
+            z, state = self.cell(z, state, feedback=feedback, bypass=ff, bypass_term=bypass_term)
         if self.block is not None:
-            shortcut = match_size(ff, z)
+            shortcut = match_size(ff, (z.shape[-2], z.shape[-1]))
             if self.shortcut is not None:
                 shortcut = self.shortcut(shortcut)
             z = self._act(self.block(z) + shortcut)
@@ -388,31 +413,42 @@ def _memory_format(x: Tensor) -> torch.memory_format:
 class _Scratch:
     """Per-call memo keyed by the identity of each layer's main input, so that an
     unchanged input (a constant image, the output of an unchanged layer) is not
-    convolved again: the convolution of the main input of every layer, and the
-    whole output of a layer that has no state and no extra input. Also the zero
-    tensors that stand for outputs not produced yet."""
+    convolved again: the convolution of the main input of every layer with the
+    cell's bypass term of it, and the whole output of a layer that has no state and
+    no extra input. Also the zero tensors that stand for outputs not produced yet:
+    with `one_row` they hold one batch row, so that what is computed from them before
+    the input reaches a layer (identical for every example) is computed once and
+    broadcast over the batch where it meets the input."""
 
-    def __init__(self, layers: int) -> None:
-        self.conv: list[tuple[Tensor, Tensor] | None] = [None] * layers
+    def __init__(self, layers: int, one_row: bool = False) -> None:
+        self.one_row = one_row
+        self.conv: list[tuple[Tensor, tuple[Tensor, Tensor | None]] | None] = [None] * layers
         self.static: list[tuple[Tensor, Tensor] | None] = [None] * layers
         self.zeros: dict[tuple[int, ...], Tensor] = {}
 
-    def main_conv(self, index: int, layer: Layer, ff: Tensor) -> Tensor:
-        """`layer.conv(ff)`, reused while `ff` is the same tensor."""
+    def main_conv(
+        self, index: int, layer: Layer, ff: Tensor, with_bypass: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """`layer.convolve(ff, with_bypass)`, reused while `ff` is the same tensor."""
         memo = self.conv[index]
         if memo is not None and memo[0] is ff:
             return memo[1]
-        z = layer.convolve(ff)
-        self.conv[index] = (ff, z)
-        return z
+        convolved = layer.convolve(ff, with_bypass)
+        self.conv[index] = (ff, convolved)
+        return convolved
 
     def zeros_like(self, reference: Tensor, channels: int, size: tuple[int, int]) -> Tensor:
-        shape = (reference.shape[0], channels, *size)
+        shape = (1 if self.one_row else reference.shape[0], channels, *size)
         if shape not in self.zeros:
             self.zeros[shape] = torch.zeros(
                 shape, device=reference.device, dtype=reference.dtype
             ).contiguous(memory_format=_memory_format(reference))
         return self.zeros[shape]
+
+
+def _rows(x: Tensor, batch: int) -> Tensor:
+    """`x` broadcast to `batch` rows (a one-row tensor computed before the input arrived)."""
+    return x if x.shape[0] == batch else x.expand(batch, *x.shape[1:])
 
 
 def _parse_readout(readout: str | int) -> str | int:
@@ -475,6 +511,13 @@ class ConvRNN(nn.Module):
             raise UserError(f"readout step {self.readout} is not below times={times}")
         self.steps_per_frame = steps_per_frame
         self.recurrent = True
+        self.batched_weight_grads = True
+        self.one_row_zeros = norm != "batch"
+        """Compute what precedes the input's arrival at a layer on one batch row and
+        broadcast it (`_Scratch`); off with BatchNorm, whose batch statistics (a 1x1 map
+        of one row has none) and running variance depend on the rows it sees."""
+        """Compute each convolution's weight gradient once over the time steps of a forward
+        call (`models.shared_weights`; False: one per step, as autograd does)."""
         cell_config = cell_config or CellConfig()
         self._plans = _plan(self.graph)
         self.channels_last = channels_last
@@ -568,13 +611,33 @@ class ConvRNN(nn.Module):
         blank = torch.full_like(x, self.gray)
         return (lambda t: x if t < image_off else blank), self.times
 
-    def _or_zeros(
-        self, output: Tensor | None, index: int, frame: Tensor, scratch: _Scratch
-    ) -> Tensor:
-        """Layer `index`'s output, or zeros of its shape before it has produced one."""
-        if output is not None:
-            return output
-        return scratch.zeros_like(frame, self.graph.layers[index].channels, self.out_sizes[index])
+    def last_needed_steps(self, steps: int) -> list[int]:
+        """For a readout at step `steps - 1` only: the last step at which each layer's
+        computation can reach the readout (-1: never). An edge costs one step under the
+        `biological` unrolling; under `full` a feedforward edge costs none and a feedback
+        edge one. The readout reads the top layer at the previous step (`biological`) or
+        the same one (`full`); layer j is needed up to step t if some successor i is
+        needed up to t + delay(j, i), and a layer computed at every step up to that one
+        has its own earlier states. Skipping the steps after it changes no logit and no
+        gradient (BatchNorm running statistics of those steps are not updated)."""
+        count = len(self.graph.layers)
+        full = self.unroll == "full"
+        need = [-1] * count
+        need[-1] = steps - 1 if full else steps - 2
+        edges = [
+            (self.graph.index(a), self.graph.index(b))
+            for a, b in self.graph.edges
+            if a != INPUT and (self.recurrent or not self.graph.is_feedback((a, b)))
+        ]
+        changed = True
+        while changed:
+            changed = False
+            for j, i in edges:
+                delay = 1 if (not full or j >= i) else 0
+                if need[i] - delay > need[j]:
+                    need[j] = need[i] - delay
+                    changed = True
+        return need
 
     def _tick(
         self,
@@ -583,32 +646,36 @@ class ConvRNN(nn.Module):
         cells: list[State | None],
         scratch: _Scratch,
         time: int,
+        last_needed: list[int] | None = None,
     ) -> tuple[list[Tensor | None], list[State | None], Tensor]:
         """Advance every layer by one time step (step `time`, which picks the BatchNorm
-        statistics); return outputs, cell states, readout input."""
+        statistics); return outputs, cell states, readout input. A layer whose entry in
+        `last_needed` is below `time` keeps its output and state (its computation could
+        not reach the readout)."""
         full = self.unroll == "full"
         new_outputs: list[Tensor | None] = []
         new_cells: list[State | None] = []
         for i, (layer, plan) in enumerate(zip(self.layer_list(), self._plans, strict=True)):
+            if last_needed is not None and last_needed[i] < time:
+                new_outputs.append(outputs[i])
+                new_cells.append(cells[i])
+                continue
             now = new_outputs if full else outputs
             ff = frame if plan.main < 0 else now[plan.main]
             if ff is None:
                 ff = scratch.zeros_like(
                     frame, self.graph.layers[plan.main].channels, self.in_sizes[i]
                 )
-            # a source not produced yet is zeros (its projection is then the bias)
-            extra = {n: self._or_zeros(now[j], j, frame, scratch) for n, j in plan.feedforward}
+            extra: dict[str, Tensor | None] = {n: now[j] for n, j in plan.feedforward}
             if self.recurrent:
-                extra.update(
-                    {n: self._or_zeros(outputs[j], j, frame, scratch) for n, j in plan.feedback}
-                )
+                extra.update({n: outputs[j] for n, j in plan.feedback})
             static = not extra and not (self.recurrent and layer.has_cell)
             memo = scratch.static[i]
             if static and memo is not None and memo[0] is ff:
                 out, state = memo[1], cells[i]
             else:
-                z = scratch.main_conv(i, layer, ff)
-                out, state = layer(ff, extra, cells[i], self.recurrent, z, time)
+                convolved = scratch.main_conv(i, layer, ff, self.recurrent)
+                out, state = layer(ff, extra, cells[i], self.recurrent, convolved, time)
                 if static:
                     scratch.static[i] = (ff, out)
             new_outputs.append(out)
@@ -628,12 +695,16 @@ class ConvRNN(nn.Module):
         count = len(self.layers)
         outputs: list[Tensor | None] = [None] * count
         cells: list[State | None] = [None] * count
-        scratch = _Scratch(count)
+        scratch = _Scratch(count, self.one_row_zeros)
+        last_needed = None if readout == "all" else self.last_needed_steps(steps)
         logits = []
-        for t in range(steps):
-            outputs, cells, top = self._tick(frame_at(t), outputs, cells, scratch, t)
-            if readout == "all" or t == steps - 1:
-                logits.append(self.head(top))
+        with shared_weights(self.batched_weight_grads):
+            for t in range(steps):
+                outputs, cells, top = self._tick(
+                    frame_at(t), outputs, cells, scratch, t, last_needed
+                )
+                if readout == "all" or t == steps - 1:
+                    logits.append(_rows(self.head(top), x.shape[0]))
         return torch.stack(logits, dim=1) if readout == "all" else logits[-1]
 
     def unrolled(self, x: Tensor) -> Iterator[list[Tensor]]:
@@ -643,10 +714,10 @@ class ConvRNN(nn.Module):
         count = len(self.layers)
         outputs: list[Tensor | None] = [None] * count
         cells: list[State | None] = [None] * count
-        scratch = _Scratch(count)
+        scratch = _Scratch(count, self.one_row_zeros)
         for t in range(times):
             outputs, cells, _ = self._tick(frame_at(t), outputs, cells, scratch, t)
-            yield [out for out in outputs if out is not None]
+            yield [_rows(out, x.shape[0]) for out in outputs if out is not None]
 
     def initial_state(
         self,

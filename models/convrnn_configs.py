@@ -22,7 +22,7 @@ channels and the memory depth (for tiny test models).
   unrolling for 3 steps. Its RGC input gates are 2 (1 - s(.)), i.e. 1 at
   initialization, so the image passes undimmed through both cells (with the
   paper's 1 - s(.) it learns about half as fast in the first 100 steps); the
-  self-gates are 1x1. An SGD step (batch 20, 1 thread) costs about 2.8x that of
+  self-gates are 1x1. An SGD step (batch 20, 1 thread) costs about 2.3x that of
   conv4 on a shared 2-core CPU (`python -m benchmarks.convrnn_throughput --threads 1`).
 - `convrnn_atari`: an encoder for 84x84 Atari frames (Nature-DQN convolutions,
   RGC cells in conv2 and conv3 with tanh updates, feedback conv3->conv2, `full`

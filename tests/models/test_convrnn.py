@@ -640,3 +640,93 @@ def test_the_atari_encoder_state_stays_bounded_over_an_episode():
     )
     grown = _largest_state(released, frames=200, scale=3.0)
     assert math.isnan(grown) or grown > 10.0  # grows without bound, then overflows
+
+
+# --- computation skipped exactly ------------------------------------------------------
+
+
+def test_last_needed_steps_count_one_step_per_edge_back_from_the_readout():
+    """rgc_intermediate, 17 steps: the readout reads conv10 at step 15, conv9 feeds it at
+    14, ..., conv1 at 6 (feedback edges go down and add nothing); `full` needs every layer
+    at the last step."""
+    model = models.build("rgc_intermediate", (3, 32, 32), 4, **TINY)
+    assert model.last_needed_steps(17) == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    glyph = models.build("convrnn_glyph", (1, 28, 28), 4)
+    assert glyph.last_needed_steps(3) == [2, 2, 2, 2]
+    side = small(unroll="full", times=4)  # c3 -> c1 feedback, c1 -> c3 skip
+    assert side.last_needed_steps(4) == [3, 3, 3]
+
+
+def test_skipped_steps_change_neither_logits_nor_gradients():
+    """Readout "last" skips the steps that cannot reach it; "all" computes every step:
+    the last logits and every gradient of a loss on them agree."""
+    torch.manual_seed(0)
+    last = models.build("rgc_intermediate", (3, 32, 32), 4, **TINY).double()
+    every = models.build("rgc_intermediate", (3, 32, 32), 4, readout="all", **TINY).double()
+    every.load_state_dict(last.state_dict())
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    y = torch.tensor([0, 3])
+    F.cross_entropy(last(x), y).backward()
+    F.cross_entropy(every(x)[:, -1], y).backward()
+    for (name, a), b in zip(last.named_parameters(), every.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-14, msg=name)
+
+
+def test_an_unchanged_layer_input_is_convolved_once():
+    """convrnn_glyph: conv3's input (the feedforward conv2's output) is the same at all 3
+    steps, so its convolution and the RGC's residual-to-out-gate term of it run once;
+    conv4's input changes every step."""
+    model = models.build("convrnn_glyph", (1, 28, 28), 4)
+    calls: dict[str, int] = {}
+    for name in ("conv3", "conv4"):
+        layer = model.layers[name]
+        for part, module in (("conv", layer.conv), ("from_r", layer.cell.from_r)):
+            key = f"{name}.{part}"
+            calls[key] = 0
+
+            def count(*_, key=key):
+                calls[key] += 1
+
+            module.register_forward_hook(count)
+    model(torch.rand(2, 1, 28, 28))
+    assert calls == {"conv3.conv": 1, "conv3.from_r": 1, "conv4.conv": 3, "conv4.from_r": 3}
+
+
+def test_what_precedes_the_image_is_computed_on_one_row_and_broadcast():
+    """Biological unrolling: conv4 (the 4th layer) gets the image at step 3; before it, its
+    inputs are the same for every example and run as one row. With BatchNorm (whose
+    statistics depend on the rows) every step runs on the whole batch."""
+
+    def rows_per_step(model: ConvRNN) -> list[int]:
+        seen: list[int] = []
+        model.layers["conv4"].register_forward_hook(
+            lambda m, args, out: seen.append(out[0].shape[0])
+        )
+        model(torch.rand(4, 3, 32, 32))
+        return seen
+
+    model = models.build("rgc_intermediate", (3, 32, 32), 4, **TINY)
+    assert rows_per_step(model) == [1, 1, 1] + [4] * 7  # steps 0-9: needed until step 9
+    normed = models.build("rgc_intermediate", (3, 32, 32), 4, norm="batch", **TINY)
+    assert rows_per_step(normed) == [4] * 10
+
+
+def test_feedback_is_resized_with_aligned_corners_and_projected_with_a_bias():
+    """The released harbor: a feedback source is resized bilinearly with corners aligned
+    to the layer's size, then a 1x1 convolution with a bias; a source not produced yet
+    contributes the bias alone."""
+    model = models.build("rgc_intermediate", (3, 64, 64), 4, **TINY).double()
+    layer = model.layers["conv5"]  # conv8 -> conv5 feedback: 2x2 source, 8x8 layer
+    projection = layer.extra["conv8"]
+    with torch.no_grad():
+        projection.bias.normal_()
+    source = torch.randn(2, projection.in_channels, 2, 2, dtype=torch.float64)
+    a = torch.linspace(0, 1, 8, dtype=torch.float64)  # aligned corners: 0 and 1 map to ends
+    by_hand = source[..., 0, 0, None, None] * (1 - a)[:, None] * (1 - a)[None, :]
+    by_hand = by_hand + source[..., 0, 1, None, None] * (1 - a)[:, None] * a[None, :]
+    by_hand = by_hand + source[..., 1, 0, None, None] * a[:, None] * (1 - a)[None, :]
+    by_hand = by_hand + source[..., 1, 1, None, None] * a[:, None] * a[None, :]
+    expected = F.conv2d(by_hand, projection.weight, projection.bias)
+    torch.testing.assert_close(layer.project("conv8", source, (8, 8)), expected)
+    bias_only = layer.project("conv8", None, (8, 8))
+    torch.testing.assert_close(bias_only, projection.bias.view(1, -1, 1, 1))
