@@ -196,17 +196,29 @@ def model_case(
     """A training step of the named model, its FLOPs, and its description."""
     torch.manual_seed(0)
     model = models.build(name, shape, classes).to(device).to(memory_format=torch.channels_last)
+    return step_case(model, shape, classes, batch, device, compile_model)
+
+
+def step_case(
+    forward: nn.Module,
+    shape: tuple[int, int, int],
+    classes: int,
+    batch: int,
+    device: torch.device,
+    compile_model: bool,
+) -> tuple[Step, float, dict[str, Any]]:
+    """A training step of `forward` on a random batch, its FLOPs, and its description."""
     x = torch.rand(batch, *shape, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (batch,), device=device)
-    flops = step_flops(model, x, y)
+    flops = step_flops(forward, x, y)
     info = {
         "input": list(shape),
         "batch": batch,
         "classes": classes,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": sum(p.numel() for p in forward.parameters()),
         "gflop_per_step": flops / 1e9,
     }
-    return training_step(model, x, y, compile_model), flops, info
+    return training_step(forward, x, y, compile_model), flops, info
 
 
 def port_case(batch: int, device: torch.device) -> tuple[Step, float, dict[str, Any]]:
@@ -219,17 +231,7 @@ def port_case(batch: int, device: torch.device) -> tuple[Step, float, dict[str, 
     model = models.build("rgc_intermediate", shape, classes)
     assert isinstance(model, ConvRNN)
     port = ReferencePort(model.to(device).to(memory_format=torch.channels_last))
-    x = torch.rand(batch, *shape, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, classes, (batch,), device=device)
-    flops = step_flops(port, x, y)
-    info = {
-        "input": list(shape),
-        "batch": batch,
-        "classes": classes,
-        "params": sum(p.numel() for p in model.parameters()),
-        "gflop_per_step": flops / 1e9,
-    }
-    return training_step(port, x, y, device.type == "cuda"), flops, info
+    return step_case(port, shape, classes, batch, device, device.type == "cuda")
 
 
 def print_parameter_counts() -> dict[str, Any]:

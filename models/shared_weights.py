@@ -184,16 +184,15 @@ class _Session:
         self,
         x: Tensor,
         weight: Tensor,
+        window: tuple[slice, slice] | None,
         bias: Tensor | None,
         stride: Sequence[int],
         padding: Sequence[int],
         dilation: Sequence[int],
         groups: int,
     ) -> Tensor:
-        window, padding = crop_kernel(x, weight, stride, padding, dilation)
-        used = weight if window is None else weight[(..., *window)]
-        if not weight_bound(x, used, stride, padding, dilation):
-            return F.conv2d(x, used, bias, stride, padding, dilation, groups)
+        """The convolution of `x` with the taps `window` of `weight` (None: all), its
+        weight gradient filed with the weight's bank of this call."""
         key = (id(weight), None if window is None else tuple((w.start, w.stop) for w in window))
         entry = self.entries.get(key)
         if entry is None or entry[0] is not weight:
@@ -232,13 +231,16 @@ def conv2d(
 ) -> Tensor:
     """F.conv2d without the kernel taps that can only meet zero padding (`crop_kernel`);
     inside `shared_weights()`, with the weight gradient batched over steps."""
+    window, padding = crop_kernel(x, weight, stride, padding, dilation)
+    used = weight if window is None else weight[(..., *window)]
     session = _SESSION.get()
-    if session is None or not weight.requires_grad:
-        window, padding = crop_kernel(x, weight, stride, padding, dilation)
-        if window is not None:
-            weight = weight[(..., *window)]
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    return session.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if (
+        session is None
+        or not weight.requires_grad
+        or not weight_bound(x, used, stride, padding, dilation)
+    ):
+        return F.conv2d(x, used, bias, stride, padding, dilation, groups)
+    return session.conv2d(x, weight, window, bias, stride, padding, dilation, groups)
 
 
 def crop_kernel(
