@@ -512,12 +512,12 @@ class ConvRNN(nn.Module):
         self.steps_per_frame = steps_per_frame
         self.recurrent = True
         self.batched_weight_grads = True
+        """Compute each convolution's weight gradient once over the time steps of a forward
+        call (`models.shared_weights`; False: one per step, as autograd does)."""
         self.one_row_zeros = norm != "batch"
         """Compute what precedes the input's arrival at a layer on one batch row and
         broadcast it (`_Scratch`); off with BatchNorm, whose batch statistics (a 1x1 map
         of one row has none) and running variance depend on the rows it sees."""
-        """Compute each convolution's weight gradient once over the time steps of a forward
-        call (`models.shared_weights`; False: one per step, as autograd does)."""
         cell_config = cell_config or CellConfig()
         self._plans = _plan(self.graph)
         self.channels_last = channels_last
