@@ -90,14 +90,14 @@ class ReferencePort(nn.Module):
         """One step of one layer from explicit (possibly all-zero) inputs and state."""
         spec = self.model.graph.layers[index]
         conv = layer.conv
-        x = F.conv2d(inputs, conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)
+        x = F.elu(
+            F.conv2d(inputs, conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)
+        )
         if not layer.has_cell:
-            x = F.elu(x)
             return self._pool(x, spec.pool), state
         cell = layer.cell
         assert isinstance(cell, MedianReciprocalGatedCell)
         config = cell.config
-        x = F.elu(x)
         size = (x.shape[-2], x.shape[-1])
         h, c = state["h"], state["c"]
         s_hh, s_hc = separable(h, cell.from_h, 0), separable(h, cell.from_h, 1)
@@ -109,7 +109,7 @@ class ReferencePort(nn.Module):
         to_cell = cell.to_cell
         drive_c = same_conv(x, to_cell.weight, to_cell.bias)
         drive_h = x if cell.to_out is None else same_conv(x, cell.to_out.weight, cell.to_out.bias)
-        if cell.use_bypass:
+        if cell.uses_bypass:
             r = self._resize(inputs, size)
             drive_h = drive_h + (r if cell.project is None else F.conv2d(r, cell.project.weight))
         for name, source in feedback.items():

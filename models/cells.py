@@ -414,6 +414,17 @@ class Cell(nn.Module):
         drive's spatial `size` (None: the cell does not read the layer's input)."""
         return None
 
+    def given_or_own_bypass_term(
+        self, bypass: Tensor | None, bypass_term: Tensor | None, size: tuple[int, int]
+    ) -> Tensor | None:
+        """The `bypass_term` the layer passed, else this cell's term of `bypass` (None: the
+        cell reads no bypass)."""
+        if bypass_term is not None or not self.uses_bypass:
+            return bypass_term
+        if bypass is None:
+            raise ValueError(f"{type(self).__name__} needs the layer's input as `bypass`")
+        return self.bypass_term(bypass, size)
+
     def forward(
         self,
         x: Tensor,
@@ -554,11 +565,8 @@ class ReciprocalGatedCell(Cell):
         h, c = _get(state, "h"), _get(state, "c")
         hh, hc = self.from_h(h)
         cc, ch = self.from_c(c)
-        if self.from_r is not None:
-            if bypass_term is None:
-                if bypass is None:
-                    raise ValueError("the RGC with `bypass` needs the layer's input as `bypass`")
-                bypass_term = self.bypass_term(bypass, (x.shape[-2], x.shape[-1]))
+        bypass_term = self.given_or_own_bypass_term(bypass, bypass_term, (x.shape[-2], x.shape[-1]))
+        if bypass_term is not None:
             ch = ch + bypass_term
         drive = self.to_out(x) if self.to_out is not None else x
         if feedback is not None:
@@ -586,8 +594,6 @@ class MedianReciprocalGatedCell(Cell):
     on the separable path, hence tau_bias = gate_bias = 0 there).
     """
 
-    uses_bypass = True
-
     def __init__(self, channels: int, in_channels: int, config: CellConfig) -> None:
         super().__init__(channels, in_channels, config)
         depth = config.cell_depth or channels
@@ -608,7 +614,7 @@ class MedianReciprocalGatedCell(Cell):
         self.to_out = (
             same_conv(channels, channels, config.out_kernel) if config.out_kernel else None
         )
-        self.use_bypass = config.bypass
+        self.uses_bypass = config.bypass
         self.project = (
             InitConv2d(in_channels, channels, 1, bias=False)
             if config.bypass and in_channels != channels
@@ -624,7 +630,7 @@ class MedianReciprocalGatedCell(Cell):
 
     def bypass_term(self, bypass: Tensor, size: tuple[int, int]) -> Tensor | None:
         """P r, r resized to `size` (None without `bypass`)."""
-        if not self.use_bypass:
+        if not self.uses_bypass:
             return None
         bypass = match_size(bypass, size)
         return self.project(bypass) if self.project is not None else bypass
@@ -638,12 +644,8 @@ class MedianReciprocalGatedCell(Cell):
     ) -> Tensor:
         """The output drive W_xh * x + P r + f."""
         drive = self.to_out(x) if self.to_out is not None else x
-        if self.use_bypass:
-            if bypass_term is None:
-                if bypass is None:
-                    raise ValueError("the median RGC needs the layer's input as `bypass`")
-                bypass_term = self.bypass_term(bypass, (x.shape[-2], x.shape[-1]))
-            assert bypass_term is not None
+        bypass_term = self.given_or_own_bypass_term(bypass, bypass_term, (x.shape[-2], x.shape[-1]))
+        if bypass_term is not None:
             drive = drive + bypass_term
         if feedback is not None:
             drive = drive + feedback

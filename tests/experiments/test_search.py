@@ -106,7 +106,7 @@ def _claims(model: ConvRNN, cfg, values: dict) -> None:
             if name == "cell":
                 assert type(cell) is CELLS.get(value)
             elif name == "bypass":
-                has = cell.from_r is not None if hasattr(cell, "from_r") else cell.use_bypass
+                has = cell.from_r is not None if hasattr(cell, "from_r") else cell.uses_bypass
                 assert has == value, "bypass must change the cell, rgc included"
             elif name == "separable":
                 assert cell.from_h.separable == value and cell.from_c.separable == value
